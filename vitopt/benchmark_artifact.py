@@ -1,0 +1,38 @@
+"""``vitopt bench``: latency of an artifact that already exists, on its own runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitopt.bench import BenchSettings, measure
+from vitopt.environment import default_threads, describe_environment
+from vitopt.errors import InputError, UnsupportedOptionError
+from vitopt.formats import FORMATS, Format
+
+
+def format_of(path: Path) -> Format:
+    for name in FORMATS.names():
+        fmt = FORMATS.get(name)
+        if path.suffix == Path(fmt.file_name).suffix:
+            return fmt
+    suffixes = ", ".join(Path(FORMATS.get(n).file_name).suffix for n in FORMATS.names())
+    raise UnsupportedOptionError(f"no known format for {str(path)!r}", hint=f"known: {suffixes}")
+
+
+def benchmark_artifact(*, path: Path, runs: int, min_time_s: float, threads: int | None,
+                       batch_size: int) -> dict[str, Any]:  # fmt: skip
+    if not path.exists():
+        raise InputError(f"artifact {str(path)!r} does not exist", hint="check the path")
+    fmt = format_of(path)
+    fmt.check_installed()
+    threads = threads or default_threads()
+    runner = fmt.runner_class()(path, threads=threads)
+    # Latency of these models does not depend on pixel values, so a fixed-seed tensor will do.
+    x = np.random.default_rng(0).standard_normal((batch_size, *runner.input_shape()[1:]), dtype=np.float32)
+    settings = BenchSettings(min_runs=runs, min_time_s=min_time_s, threads=threads, batch_size=batch_size)
+    stats = measure(lambda: runner.run(x), settings=settings)
+    return {"artifact": str(path), "format": fmt.name, "runtime": fmt.runtime,
+            "latency_ms": stats.to_dict(), "environment": describe_environment(threads=threads)}  # fmt: skip

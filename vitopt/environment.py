@@ -1,0 +1,177 @@
+"""Where a number was measured: CPU, ISA, threads, OS and package versions.
+
+A latency is meaningless without its machine: AVX-512 VNNI or AMX can make int8 several
+times faster, and thread count changes everything. Every benchmark result carries
+:func:`describe_environment` so numbers from different machines are never compared blind.
+
+This module must stay cheap and side-effect free: package versions come from
+``importlib.metadata`` so onnxruntime, openvino, coremltools, tensorrt and timm are never
+imported just to be described. Only torch is imported (for its thread count and GPU check).
+Without ``/proc/cpuinfo`` (macOS, Windows) CPU details degrade to None/False.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+_CPUINFO = Path("/proc/cpuinfo")
+
+# Key in the report -> flag name in /proc/cpuinfo.
+_ISA_FLAGS = {
+    "avx2": "avx2",
+    "avx512f": "avx512f",
+    "avx512_vnni": "avx512_vnni",
+    "avx_vnni": "avx_vnni",
+    "amx": "amx_tile",
+    "f16c": "f16c",
+    "fma": "fma",
+    "sse4_2": "sse4_2",
+}
+
+# Key in the report -> distribution name on PyPI.
+_PACKAGES = {
+    "vitopt": "vitopt",
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "timm": "timm",
+    "onnx": "onnx",
+    "onnxruntime": "onnxruntime",
+    "onnxslim": "onnxslim",
+    "openvino": "openvino",
+    "nncf": "nncf",
+    "coremltools": "coremltools",
+    "torch_pruning": "torch-pruning",
+    "tensorrt": "tensorrt",
+    "numpy": "numpy",
+}
+
+
+def describe_environment(*, threads: int | None = None) -> dict[str, Any]:
+    """A JSON-ready description of this machine; ``threads`` defaults to torch's setting."""
+    processors = _read_cpuinfo()
+    return {
+        "cpu_model": _cpu_model(processors),
+        "cpu_count_logical": os.cpu_count(),
+        "cpu_count_physical": _physical_cores(processors),
+        "isa": _isa_flags(processors),
+        "threads": threads if threads is not None else _torch_threads(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "packages": package_versions(),
+        "gpu": _gpu(),
+        "load_average": _load_average(),
+    }
+
+
+def default_threads() -> int:
+    """Physical core count: the default thread count for CPU latency benchmarks.
+
+    Hyper-threads share one core's execution units, so running more threads than physical
+    cores usually adds contention and noise rather than speed for dense GEMM-heavy models.
+    """
+    return _physical_cores(_read_cpuinfo()) or 1
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed version of each relevant package, None when absent; imports none of them."""
+    return {key: _installed_version(dist) for key, dist in _PACKAGES.items()}
+
+
+def _installed_version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        if dist == "vitopt":
+            # A source checkout run without `pip install` has no metadata; vitopt itself is
+            # already imported (we are in it), so its __version__ costs nothing.
+            from vitopt import __version__
+
+            return __version__
+        return None
+
+
+def _read_cpuinfo() -> list[dict[str, str]]:
+    """One dict per processor block of /proc/cpuinfo; empty where there is none."""
+    try:
+        text = _CPUINFO.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    processors = []
+    for block in text.split("\n\n"):
+        fields = dict(_split_field(line) for line in block.splitlines() if ":" in line)
+        if fields:
+            processors.append(fields)
+    return processors
+
+
+def _split_field(line: str) -> tuple[str, str]:
+    key, _, value = line.partition(":")
+    return key.strip(), value.strip()
+
+
+def _cpu_model(processors: list[dict[str, str]]) -> str | None:
+    for fields in processors:
+        if fields.get("model name"):
+            return fields["model name"]
+    # platform.processor() is often '' (Linux) or just 'arm'/'i386' (macOS); '' becomes None.
+    return platform.processor() or None
+
+
+def _physical_cores(processors: list[dict[str, str]]) -> int | None:
+    cores = {
+        (fields["physical id"], fields["core id"])
+        for fields in processors
+        if "physical id" in fields and "core id" in fields
+    }
+    # VMs and ARM kernels often omit topology fields: fall back to the logical count.
+    return len(cores) or os.cpu_count()
+
+
+def _isa_flags(processors: list[dict[str, str]]) -> dict[str, bool]:
+    # All cores of one machine report the same flags, so the first block suffices.
+    flags = set(processors[0].get("flags", "").split()) if processors else set()
+    return {key: flag in flags for key, flag in _ISA_FLAGS.items()}
+
+
+def _load_average() -> list[float] | None:
+    # A busy machine (load above the core count) distorts latencies; record it to judge them.
+    try:
+        return [round(load, 2) for load in os.getloadavg()]
+    except (AttributeError, OSError):  # Windows has no getloadavg
+        return None
+
+
+def _torch_threads() -> int | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.get_num_threads()
+
+
+def _gpu() -> dict[str, Any]:
+    """CUDA availability and device name; a cheap check that never initialises other backends.
+
+    ``torch_cuda_build`` is the CUDA version torch was built for (None for CPU-only builds):
+    package metadata drops the ``+cu130`` tag, and a CUDA build on a GPU-less box is common.
+    """
+    try:
+        import torch
+    except ImportError:
+        return {
+            "cuda_available": False,
+            "device_name": None,
+            "device_count": 0,
+            "torch_cuda_build": None,
+        }
+    available = torch.cuda.is_available()
+    return {
+        "cuda_available": available,
+        "device_name": torch.cuda.get_device_name(0) if available else None,
+        "device_count": torch.cuda.device_count() if available else 0,
+        "torch_cuda_build": torch.version.cuda,
+    }

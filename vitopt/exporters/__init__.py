@@ -1,0 +1,1 @@
+"""One module per target behind :class:`vitopt.exporters.base.Exporter`; see ``vitopt.formats``."""

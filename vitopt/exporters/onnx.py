@@ -1,0 +1,81 @@
+"""ONNX export (torch.export-based exporter, TorchScript fallback) simplified by onnxslim."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from vitopt.errors import ExportError
+from vitopt.exporters.base import ExportedArtifact, Exporter
+from vitopt.formats import require
+from vitopt.spec import ModelSpec
+
+log = logging.getLogger("vitopt")
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+class OnnxOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    opset: int = Field(18, ge=17)
+    exporter: Literal["auto", "dynamo", "torchscript"] = "auto"
+    simplify: bool = True
+    dynamic_batch: bool = True
+
+
+class OnnxExporter(Exporter):
+    Options = OnnxOptions
+
+    def export(
+        self, module: nn.Module, *, spec: ModelSpec, staging: Path, calibration: torch.Tensor
+    ) -> ExportedArtifact:
+        onnx = require("onnx", extra="onnx", feature="ONNX export")
+        path = staging / self.artifact_name()
+        used = export_onnx(module, spec=spec, path=path, options=self.options)
+        details = {"opset": self.options.opset, "exporter": used}
+        if self.options.simplify:
+            details["nodes_before_simplify"] = len(onnx.load(str(path)).graph.node)
+            simplify_onnx(path)
+        details["nodes"] = len(onnx.load(str(path)).graph.node)
+        return ExportedArtifact(files=[path], main=path, details=details)
+
+
+def export_onnx(module: nn.Module, *, spec: ModelSpec, path: Path, options: OnnxOptions) -> str:
+    """Export with the requested exporter; 'auto' tries torch.export first. Returns which ran."""
+    order = ["dynamo", "torchscript"] if options.exporter == "auto" else [options.exporter]
+    failures = []
+    for kind in order:
+        try:
+            _export_with(kind, module, spec=spec, path=path, options=options)
+            return kind
+        except Exception as err:  # exporters raise many error types; keep each cause
+            failures.append(f"{kind}: {' '.join(str(err).split())[:300]}")
+            log.info("ONNX %s exporter failed: %s", kind, failures[-1])
+    raise ExportError("ONNX export failed: " + " | ".join(failures))
+
+
+def _export_with(kind: str, module: nn.Module, *, spec: ModelSpec, path: Path, options) -> None:
+    example = (torch.zeros(spec.batch_shape(2)),)  # batch 2: a size-1 dim would be specialised
+    common = dict(opset_version=options.opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if kind == "dynamo":
+            require("onnxscript", extra="onnx", feature="the torch.export-based ONNX exporter")
+            shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if options.dynamic_batch else None
+            torch.onnx.export(module, example, str(path), dynamo=True, dynamic_shapes=shapes,
+                              external_data=False, verbose=False, **common)  # fmt: skip
+        else:
+            axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if options.dynamic_batch else None
+            torch.onnx.export(module, example, str(path), dynamo=False, dynamic_axes=axes, **common)
+
+
+def simplify_onnx(path: Path) -> None:
+    """Constant folding and graph cleanup with onnxslim, in place."""
+    onnx = require("onnx", extra="onnx", feature="ONNX export")
+    onnxslim = require("onnxslim", extra="onnx", feature="ONNX simplification")
+    onnx.save(onnxslim.slim(onnx.load(str(path))), str(path))

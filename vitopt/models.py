@@ -1,0 +1,222 @@
+"""Load a model from what a user has: a timm name, a vitopt zoo name, a checkpoint,
+a ``torch.export`` program (``.pt2``), a full pickled module, or ``file.py:factory``.
+
+The model's input contract (:class:`ModelSpec`) is resolved here and travels with it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitopt.checkpoints import load_into, read_checkpoint, state_dict_of
+from vitopt.errors import (
+    CheckpointError,
+    UnknownModelError,
+    UnsupportedOptionError,
+    did_you_mean,
+)
+from vitopt.spec import ModelSpec
+from vitopt.zoo import ZOO, ZooEntry
+
+log = logging.getLogger("vitopt")
+RANDOM_WEIGHTS_NOTICE = (
+    "model {name!r} has RANDOM weights (no --checkpoint given and no trained weights known): "
+    "latency and parity are meaningful, accuracy is not"
+)
+
+
+@dataclass
+class LoadedModel:
+    """A module in eval mode plus what vitopt knows about it."""
+
+    module: nn.Module
+    spec: ModelSpec
+    source: str
+    weights: str  # "random", "zoo", "checkpoint", "full-module", "exported-program", "factory"
+    notices: list[str]
+
+
+def load_model(
+    *,
+    name: str,
+    checkpoint: str | Path | None = None,
+    trust_checkpoint: bool = False,
+    spec_overrides: dict[str, Any] | None = None,
+) -> LoadedModel:
+    """Resolve ``name`` to a model; ``spec_overrides`` (input_size, mean, std, labels...) win."""
+    loader = _pick_loader(name)
+    module, spec, weights = loader(name, checkpoint=checkpoint, trust=trust_checkpoint)
+    spec = _probe_num_classes(module.eval(), spec.with_overrides(**(spec_overrides or {})))
+    notices = []
+    if weights == "random":
+        notices.append(RANDOM_WEIGHTS_NOTICE.format(name=name))
+        log.warning(notices[-1])
+    return LoadedModel(module=module.eval(), spec=spec, source=name, weights=weights, notices=notices)
+
+
+def _probe_num_classes(module: nn.Module, spec: ModelSpec) -> ModelSpec:
+    """Run one dummy image: proves the input size fits and reads the true class count."""
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(spec.batch_shape(1)))
+    except Exception as err:  # any failure here means the declared input does not fit
+        raise UnsupportedOptionError(
+            f"model {spec.name!r} rejects input of shape {spec.batch_shape(1)}: {err}",
+            hint="pass the right --input-size C,H,W",
+        ) from err
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise UnsupportedOptionError(
+            f"model {spec.name!r} returns {type(out).__name__} of shape "
+            f"{getattr(out, 'shape', '?')}; vitopt expects classifier logits [batch, classes]"
+        )
+    if out.shape[1] == spec.num_classes:
+        return spec
+    labels = spec.labels if spec.labels and len(spec.labels) == out.shape[1] else None
+    return replace(spec, num_classes=int(out.shape[1]), labels=labels)
+
+
+def _pick_loader(name: str):
+    if name.endswith(".pt2"):
+        return _load_exported_program
+    if ".py:" in name:
+        return _load_factory
+    if name.endswith((".pt", ".pth")):
+        return _load_full_module
+    if name.startswith("vitopt/"):
+        return _load_zoo
+    return _load_timm
+
+
+def _load_timm(name: str, *, checkpoint, trust) -> tuple[nn.Module, ModelSpec, str]:
+    import timm
+
+    if not timm.is_model(name):
+        raise UnknownModelError(f"unknown model {name!r}", hint=_model_hint(name))
+    state = _checkpoint_state(checkpoint, trust=trust)
+    kwargs = _num_classes_from(state, timm.get_pretrained_cfg(name))
+    return _build_timm(name, kwargs=kwargs, state=state, checkpoint=checkpoint)
+
+
+def _load_zoo(name: str, *, checkpoint, trust) -> tuple[nn.Module, ModelSpec, str]:
+    entry: ZooEntry = ZOO.get(name)
+    weights_file = checkpoint or entry.weights_path()
+    state = _checkpoint_state(weights_file, trust=trust)
+    module, spec, weights = _build_timm(
+        entry.arch, kwargs=dict(entry.kwargs), state=state, checkpoint=weights_file
+    )
+    spec = spec.with_overrides(name=name, **entry.spec)
+    return module, spec, "zoo" if state is not None and checkpoint is None else weights
+
+
+def _build_timm(arch: str, *, kwargs, state, checkpoint) -> tuple[nn.Module, ModelSpec, str]:
+    import timm
+
+    module = timm.create_model(arch, pretrained=False, **kwargs)
+    if state is not None:
+        load_into(module, state, path=checkpoint)
+    return module, spec_from_timm(module, name=arch), "random" if state is None else "checkpoint"
+
+
+def _checkpoint_state(checkpoint, *, trust: bool) -> dict[str, torch.Tensor] | None:
+    if checkpoint is None:
+        return None
+    return state_dict_of(read_checkpoint(checkpoint, trust=trust), path=checkpoint)
+
+
+def _num_classes_from(state, cfg) -> dict[str, Any]:
+    """A checkpoint fine-tuned on N classes rebuilds the model with an N-way head."""
+    if state is None or cfg is None or not isinstance(cfg.classifier, str):
+        return {}
+    head = state.get(f"{cfg.classifier}.weight")
+    if head is None or head.ndim != 2 or head.shape[0] == cfg.num_classes:
+        return {}
+    return {"num_classes": int(head.shape[0])}
+
+
+def spec_from_timm(module: nn.Module, *, name: str) -> ModelSpec:
+    """Input contract from timm's pretrained config, with labels for ImageNet-1k heads."""
+    cfg = getattr(module, "pretrained_cfg", None) or {}
+    num_classes = int(getattr(module, "num_classes", cfg.get("num_classes", 1000)))
+    img_size = getattr(getattr(module, "patch_embed", None), "img_size", None)
+    input_size = tuple(cfg.get("input_size", (3, 224, 224)))
+    if img_size is not None:  # kwargs such as img_size=32 override the pretrained config
+        input_size = (input_size[0], *img_size)
+    return ModelSpec(
+        name=name,
+        input_size=input_size,
+        mean=tuple(cfg.get("mean", ModelSpec.mean)),
+        std=tuple(cfg.get("std", ModelSpec.std)),
+        num_classes=num_classes,
+        labels=_imagenet_labels() if num_classes == 1000 else None,
+        interpolation=cfg.get("interpolation") or "bicubic",
+        crop_pct=float(cfg.get("crop_pct") or 0.875),
+    )
+
+
+def _imagenet_labels() -> tuple[str, ...]:
+    from timm.data import ImageNetInfo
+
+    return tuple(ImageNetInfo().label_names())
+
+
+def _model_hint(name: str) -> str:
+    import timm
+
+    return did_you_mean(name, [*timm.list_models(), *ZOO.names()]) or (
+        "use a timm model name (see timm.list_models()), a vitopt/ name, a .pt2 file "
+        "or path/to/file.py:factory"
+    )
+
+
+def _load_exported_program(name: str, *, checkpoint, trust) -> tuple[nn.Module, ModelSpec, str]:
+    path = _existing(name)
+    try:
+        module = torch.export.load(str(path)).module()
+    except Exception as err:  # torch.export raises many types for a bad archive
+        raise CheckpointError(f"cannot load exported program {name!r}: {err}") from err
+    return module, _generic_spec(module, name=path.stem), "exported-program"
+
+
+def _load_full_module(name: str, *, checkpoint, trust) -> tuple[nn.Module, ModelSpec, str]:
+    obj = read_checkpoint(_existing(name), trust=trust)
+    if not isinstance(obj, nn.Module):
+        raise CheckpointError(
+            f"{name!r} holds weights, not a model",
+            hint="give the architecture as MODEL and this file as --checkpoint",
+        )
+    return obj, _generic_spec(obj, name=Path(name).stem), "full-module"
+
+
+def _load_factory(name: str, *, checkpoint, trust) -> tuple[nn.Module, ModelSpec, str]:
+    file_part, factory_name = name.rsplit(":", 1)
+    spec_ = importlib.util.spec_from_file_location("vitopt_user_model", _existing(file_part))
+    module_obj = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(module_obj)
+    factory = getattr(module_obj, factory_name, None)
+    if not callable(factory):
+        raise UnknownModelError(f"{file_part!r} defines no callable {factory_name!r}")
+    module = factory()
+    state = _checkpoint_state(checkpoint, trust=trust)
+    if state is not None:
+        load_into(module, state, path=checkpoint)
+    return module, _generic_spec(module, name=factory_name), "checkpoint" if state else "factory"
+
+
+def _generic_spec(module: nn.Module, *, name: str) -> ModelSpec:
+    if getattr(module, "pretrained_cfg", None):
+        return spec_from_timm(module, name=name)
+    return ModelSpec(name=name)
+
+
+def _existing(path: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise UnknownModelError(f"model file {path!r} does not exist", hint="check the path")
+    return p

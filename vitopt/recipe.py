@@ -1,0 +1,185 @@
+"""Recipes: which model passes to run, which targets to emit, tolerances and budgets.
+
+A recipe is YAML validated into these versioned pydantic models on load; an unknown pass,
+target or key is an error naming its line, with a "did you mean" where one is close.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vitopt.errors import InputError, RecipeError, did_you_mean
+from vitopt.formats import FORMATS
+from vitopt.passes import PassOptions, pass_registry
+
+RECIPE_VERSION = 1
+Precision = Literal["fp32", "fp16", "int8"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PassStep(_Strict):
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_pass_with_valid_options(self) -> PassStep:
+        cls = _lookup(pass_registry(), self.name)
+        cls.Options.model_validate(self.options)
+        return self
+
+    def build_options(self) -> PassOptions:
+        return pass_registry().get(self.name).Options.model_validate(self.options)
+
+
+class Target(_Strict):
+    format: str
+    precision: Precision = "fp32"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_format_and_precision(self) -> Target:
+        fmt = _lookup(FORMATS, self.format)
+        if self.precision not in fmt.precisions:
+            raise ValueError(f"{self.format} supports precisions {list(fmt.precisions)}")
+        return self
+
+
+class VerifySettings(_Strict):
+    n_images: int = Field(32, ge=1)
+    max_abs_diff: float = Field(1e-3, gt=0)  # fp32 tolerance; lower precisions set their own
+    min_top1_agreement: float = Field(0.99, ge=0, le=1)
+
+
+class BenchRecipe(_Strict):
+    enabled: bool = True
+    warmup: int = Field(5, ge=0)
+    min_runs: int = Field(30, ge=1)
+    min_time_s: float = Field(2.0, ge=0)
+    threads: int | None = Field(None, ge=1)
+    batch_size: int = Field(1, ge=1)
+
+
+class Budgets(_Strict):
+    max_latency_ms: float | None = Field(None, gt=0)
+    min_speedup: float | None = Field(None, gt=0)
+    min_top1_agreement: float | None = Field(None, ge=0, le=1)
+
+
+class Recipe(_Strict):
+    version: Literal[1] = RECIPE_VERSION
+    name: str = "custom"
+    description: str = ""
+    passes: list[PassStep] = Field(default_factory=list)
+    targets: list[Target] = Field(default_factory=lambda: [Target(format="onnx")])
+    verify: VerifySettings = Field(default_factory=VerifySettings)
+    bench: BenchRecipe = Field(default_factory=BenchRecipe)
+    budgets: Budgets = Field(default_factory=Budgets)
+
+    @field_validator("targets")
+    @classmethod
+    def _at_least_one_target(cls, targets: list[Target]) -> list[Target]:
+        if not targets:
+            raise ValueError("a recipe needs at least one target")
+        return targets
+
+    def with_targets(self, formats: list[str]) -> Recipe:
+        """The CLI's --target flags replace the recipe's targets (keeping matching options)."""
+        known = {t.format: t for t in self.targets}
+        targets = [known.get(f) or Target(format=f) for f in formats]
+        return self.model_copy(update={"targets": targets})
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _lookup(registry, name: str):
+    """Registry look-up as a ValueError, so pydantic reports it at the offending line."""
+    try:
+        return registry.get(name)
+    except InputError as err:
+        raise ValueError(str(err)) from err
+
+
+def load_recipe(*, path: str | Path) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe {str(path)!r} does not exist", hint=_shipped_hint())
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise RecipeError(f"recipe {str(path)!r} is not valid YAML: {_yaml_problem(err)}") from err
+    return parse_recipe(data, source=str(path), text=text)
+
+
+def parse_recipe(data: Any, *, source: str = "<recipe>", text: str | None = None) -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe {source!r} must be a mapping of keys, got {type(data).__name__}")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise _recipe_error(err, source=source, text=text) from err
+
+
+def _recipe_error(err: ValidationError, *, source: str, text: str | None) -> RecipeError:
+    first = err.errors()[0]
+    loc = tuple(first["loc"])
+    where = ".".join(str(p) for p in loc) or "(top level)"
+    line = _line_of(text, loc)
+    at = f"{source}:{line}" if line else source
+    hint = None
+    if first["type"] == "extra_forbidden" and loc:
+        hint = did_you_mean(str(loc[-1]), _fields_at(loc[:-1]))
+    return RecipeError(f"recipe {at}: {where}: {first['msg']}", hint=hint)
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    model: Any = Recipe
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[str(part)].annotation
+        model = getattr(annotation, "__args__", (annotation,))[0]
+        if not isinstance(model, type) or not issubclass(model, BaseModel):
+            return []
+    return list(model.model_fields)
+
+
+def _line_of(text: str | None, loc: tuple) -> int | None:
+    """1-based line of the YAML node at ``loc`` (or its nearest existing parent)."""
+    if not text:
+        return None
+    node = yaml.compose(text)
+    line = node.start_mark.line if node is not None else 0
+    for part in loc:
+        key, node = _child(node, part)
+        if node is None:
+            break
+        line = (key or node).start_mark.line
+    return line + 1
+
+
+def _child(node, part):
+    """(key node or None, value node) of ``part`` under ``node``; (None, None) when absent."""
+    if isinstance(node, yaml.MappingNode):
+        return next(((k, v) for k, v in node.value if k.value == part), (None, None))
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        return None, node.value[part]
+    return None, None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    return f"line {mark.line + 1}: {problem}" if mark else problem
+
+
+def _shipped_hint() -> str:
+    return "recipes shipped with vitopt are in the repository's recipes/ folder"

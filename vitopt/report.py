@@ -1,0 +1,139 @@
+"""The report: one versioned JSON document and a Markdown summary of it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from vitopt import __version__
+from vitopt.environment import describe_environment
+from vitopt.exporters.base import write_atomic
+from vitopt.flops import FLOPS_CONVENTION, model_cost
+from vitopt.models import LoadedModel
+from vitopt.recipe import Recipe
+
+SCHEMA = "vitopt.report/1"
+FAILED_STATUSES = ("export_failed", "verify_failed")
+
+
+def build_report(
+    *, model: LoadedModel, original: nn.Module, candidate: nn.Module, passes: list, artifacts: list,
+    baseline: dict, recipe: Recipe, threads: int,
+) -> dict[str, Any]:  # fmt: skip
+    spec = model.spec
+    before = model_cost(original, input_size=spec.input_size)
+    after = model_cost(candidate, input_size=spec.input_size)
+    for row in artifacts:
+        row.update(params=after.params, flops=after.flops)
+    return {
+        "schema": SCHEMA,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "vitopt_version": __version__,
+        "model": {
+            "name": spec.name, "source": model.source, "weights": model.weights,
+            "params": before.params, "flops": before.flops, "flops_convention": FLOPS_CONVENTION,
+            "input_shape": list(spec.batch_shape(1)), "num_classes": spec.num_classes,
+            "mean": list(spec.mean), "std": list(spec.std),
+        },  # fmt: skip
+        "compressed_model": after.to_dict(),
+        "notices": list(model.notices),
+        "recipe": recipe.model_dump(mode="json"),
+        "passes": passes,
+        "baseline": {**baseline, **before.to_dict()},
+        "artifacts": artifacts,
+        "environment": describe_environment(threads=threads),
+    }
+
+
+def write_report(report: dict[str, Any], *, out_dir: Path) -> None:
+    write_atomic(out_dir / "report.json", json.dumps(report, indent=2, default=str) + "\n")
+    write_atomic(out_dir / "report.md", render_markdown(report))
+
+
+def failed(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [a for a in report["artifacts"] if a["status"] in FAILED_STATUSES]
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    m = report["model"]
+    lines = [
+        f"# vitopt report: {m['name']}",
+        "",
+        f"Model `{m['source']}` ({m['weights']} weights): {_millions(m['params'])} params, "
+        f"{_giga(m['flops'])} GFLOPs ({m['flops_convention']}), input {m['input_shape']}.",
+        "",
+        *[f"> **Notice:** {n}" for n in report["notices"]],
+        *_passes_md(report["passes"]),
+        *_artifacts_md(report),
+        *_environment_md(report["environment"]),
+    ]
+    return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
+
+
+def _passes_md(passes: list) -> list[str]:
+    if not passes:
+        return ["", "No model passes (baseline recipe)."]
+    rows = ["", "## Passes", "", "| pass | seconds | params | GFLOPs |", "|---|---:|---:|---:|"]
+    for p in passes:
+        rows.append(
+            f"| {p['name']} | {p['seconds']:.1f} | {_millions(p['params_before'])} -> "
+            f"{_millions(p['params_after'])} | {_giga(p['flops_before'])} -> {_giga(p['flops_after'])} |"
+        )
+    return rows
+
+
+def _artifacts_md(report: dict[str, Any]) -> list[str]:
+    has_acc = any("accuracy" in a for a in report["artifacts"])
+    head = "| target | precision | status | size | params | GFLOPs | parity (max diff / top-1) | p50 / p90 ms | speedup |"
+    rows = ["", "## Artifacts", "", head + (" top-1 |" if has_acc else ""),
+            "|---|---|---|---:|---:|---:|---|---:|---:|" + ("---:|" if has_acc else "")]  # fmt: skip
+    rows += [_artifact_row(a, has_acc=has_acc) for a in report["artifacts"]]
+    rows += _baseline_md(report["baseline"])
+    rows += [f"- **{a['target']} {a['precision']}**: {a['status']}: {a['reason']}"
+             for a in report["artifacts"] if a.get("reason")]  # fmt: skip
+    return rows
+
+
+def _artifact_row(a: dict[str, Any], *, has_acc: bool) -> str:
+    parity = a.get("parity")
+    lat = a.get("latency_ms")
+    cells = [
+        a["target"], a["precision"], a["status"], _size(a.get("size_bytes")),
+        _millions(a.get("params")), _giga(a.get("flops")),
+        f"{parity['max_abs_diff']:.2e} / {parity['top1_agreement']:.3f}" if parity else "-",
+        f"{lat['p50']:.2f} / {lat['p90']:.2f}" if lat else "-",
+        f"{a['speedup']:.2f}x" if a.get("speedup") else "-",
+    ]  # fmt: skip
+    if has_acc:
+        cells.append(f"{a['accuracy']['top1']:.4f}" if a.get("accuracy") else "-")
+    return "| " + " | ".join(cells) + " |"
+
+
+def _baseline_md(baseline: dict[str, Any]) -> list[str]:
+    acc = baseline.get("accuracy")
+    if not acc:
+        return [""]
+    return ["", f"Unmodified PyTorch model: top-1 {acc['top1']:.4f} on {acc['n_images']} images.", ""]
+
+
+def _environment_md(env: dict[str, Any]) -> list[str]:
+    isa = ", ".join(k for k, v in env.get("isa", {}).items() if v) or "unknown"
+    return ["", "## Environment", "",
+            f"{env.get('cpu_model')} ({env.get('threads')} threads; ISA: {isa}); "
+            f"torch {env['packages'].get('torch')}, onnxruntime {env['packages'].get('onnxruntime')}."]  # fmt: skip
+
+
+def _millions(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.2f}M"
+
+
+def _giga(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e9:.3f}"
+
+
+def _size(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**20:.1f} MiB"

@@ -1,0 +1,1 @@
+"""One runner per runtime, used by verification and benchmarking alike."""

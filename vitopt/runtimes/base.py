@@ -1,0 +1,29 @@
+"""What verification and benchmarking need from a runtime: load once, run a batch."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+
+class Runner(ABC):
+    """Executes one artifact on one runtime with a fixed number of threads."""
+
+    runtime: str
+
+    def __init__(self, path: Path, *, threads: int | None = None) -> None:
+        self.path = Path(path)
+        self.threads = threads
+
+    @abstractmethod
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits [N, classes] for a float32 batch [N, C, H, W]."""
+
+    @abstractmethod
+    def input_shape(self) -> list:
+        """The artifact's input shape; a dynamic dimension is a name or None."""
+
+    def run_in_chunks(self, batch: np.ndarray, *, chunk: int = 16) -> np.ndarray:
+        return np.concatenate([self.run(batch[i : i + chunk]) for i in range(0, len(batch), chunk)])

@@ -1,0 +1,35 @@
+"""ONNX Runtime on the CPU execution provider."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vitopt.errors import InputError
+from vitopt.formats import require
+from vitopt.runtimes.base import Runner
+
+
+class OnnxRuntimeRunner(Runner):
+    runtime = "onnxruntime"
+
+    def __init__(self, path: Path, *, threads: int | None = None) -> None:
+        super().__init__(path, threads=threads)
+        ort = require("onnxruntime", extra="onnx", feature="running ONNX models")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own untyped errors
+            raise InputError(f"onnxruntime cannot load {str(path)!r}: {err}") from err
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
+
+    def input_shape(self) -> list:
+        return list(self.session.get_inputs()[0].shape)

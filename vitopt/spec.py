@@ -1,0 +1,48 @@
+"""What a model expects as input and what its outputs mean; it travels with the model."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Input contract and label space of a vision classifier.
+
+    ``input_size`` is (channels, height, width) for one image; batch size is chosen later.
+    ``labels`` is the class name of each output index, where known.
+    """
+
+    name: str
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    num_classes: int = 1000
+    labels: tuple[str, ...] | None = None
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.input_size) != 3 or min(self.input_size) <= 0:
+            raise ValueError(f"input_size must be (C, H, W) with positive sizes, got {self.input_size}")
+        if len(self.mean) != self.input_size[0] or len(self.std) != self.input_size[0]:
+            raise ValueError("mean and std need one value per input channel")
+        if self.labels is not None and len(self.labels) != self.num_classes:
+            raise ValueError(f"{len(self.labels)} labels for {self.num_classes} classes")
+
+    def with_overrides(self, **changes: Any) -> ModelSpec:
+        """A copy with the given fields replaced; ``None`` values are ignored."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def batch_shape(self, batch_size: int = 1) -> tuple[int, int, int, int]:
+        return (batch_size, *self.input_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("extra")
+        return out
