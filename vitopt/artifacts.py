@@ -122,7 +122,8 @@ def _measure(job: TargetJob, runner, runner_cls) -> dict[str, Any]:
         warmup=settings.warmup, min_runs=settings.min_runs, min_time_s=settings.min_time_s,
         threads=job.threads, batch_size=len(x),
     )  # fmt: skip
-    stats = measure_interleaved({"baseline": lambda: baseline.run(x), "candidate": lambda: runner.run(x)}, settings=bench)
+    pair = {"baseline": lambda: baseline.run(x), "candidate": lambda: runner.run(x)}
+    stats = measure_interleaved(pair, settings=bench)
     return {
         "status": "ok", "reason": None,
         "latency_ms": stats["candidate"].to_dict(), "baseline_latency_ms": stats["baseline"].to_dict(),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +25,13 @@ def read_checkpoint(path: str | Path, *, trust: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as err:
-        if trust:
-            raise CheckpointError(f"checkpoint {str(path)!r} is corrupt: {err}") from err
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} holds pickled objects beyond tensors", hint=_TRUST_HINT
-        ) from err
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
+        # torch's wording when weights_only refuses a class; anything else is a broken file
+        if not trust and "Unsupported global" in str(err):
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} holds pickled objects beyond tensors", hint=_TRUST_HINT
+            ) from err
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt: {_first_line(err)}") from err
+    except Exception as err:  # the unpickler raises IndexError, KeyError, zip errors... on garbage
         raise CheckpointError(
             f"checkpoint {str(path)!r} is corrupt or not a PyTorch file: {_first_line(err)}",
             hint="re-save it with torch.save(model.state_dict(), path) or as .safetensors",

@@ -16,6 +16,7 @@ app = typer.Typer(
     help="Compress, export, verify and measure vision transformers.",
 )  # fmt: skip
 
+MODEL_HELP = "timm name, vitopt/ name, .pt2, .pt or file.py:factory."
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")]
 Checkpoint = Annotated[Optional[Path], typer.Option(help="Weights: .safetensors or a state dict.")]
 Trust = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow full pickles (runs code from the file).")]
@@ -36,7 +37,7 @@ def _load(model, checkpoint, trust, input_size, mean, std, labels):
 @app.command()
 @handle_errors
 def compress(
-    model: Annotated[Optional[str], typer.Argument(help="timm name, vitopt/ name, .pt2, .pt or file.py:factory.")] = None,
+    model: Annotated[Optional[str], typer.Argument(help=MODEL_HELP)] = None,
     target: Annotated[Optional[list[str]], typer.Option("--target", "-t", help="onnx (repeatable).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("vitopt-out"),
     recipe: Annotated[Optional[str], typer.Option(help="Recipe YAML path or shipped name (baseline).")] = None,
@@ -92,7 +93,7 @@ def bench(
 @app.command()
 @handle_errors
 def inspect(
-    model: Annotated[str, typer.Argument(help="timm name, vitopt/ name, .pt2, .pt or file.py:factory.")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     checkpoint: Checkpoint = None, trust_checkpoint: Trust = False,
     input_size: InputSize = None, mean: Mean = None, std: Std = None, labels: Labels = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the description as JSON.")] = None,

@@ -13,10 +13,11 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from vitopt.errors import InputError, UnsupportedOptionError, VitoptError
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False)
 
 
@@ -40,7 +41,8 @@ def handle_errors(command: Callable) -> Callable:
         except VitoptError as err:
             if debug:
                 raise
-            console.print(f"[bold red]error:[/] {err.message}" + (f"\n  hint: {err.hint}" if err.hint else ""))
+            hint = f"\n  hint: {escape(err.hint)}" if err.hint else ""
+            console.print(f"[bold red]error:[/] {escape(err.message)}{hint}")
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             console.print("[bold red]interrupted[/]: no artifact was half-written")
@@ -79,8 +81,6 @@ def spec_overrides(*, input_size: str | None, mean: str | None, std: str | None,
         "std": parse_floats(std, flag="--std"),
         "labels": _read_labels(labels) if labels else None,
     }
-    if overrides["labels"] is not None:
-        overrides["num_classes"] = len(overrides["labels"])
     return overrides
 
 

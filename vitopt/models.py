@@ -53,12 +53,42 @@ def load_model(
     """Resolve ``name`` to a model; ``spec_overrides`` (input_size, mean, std, labels...) win."""
     loader = _pick_loader(name)
     module, spec, weights = loader(name, checkpoint=checkpoint, trust=trust_checkpoint)
-    spec = _probe_num_classes(module.eval(), spec.with_overrides(**(spec_overrides or {})))
+    module = _eval_mode(module)
+    overrides = dict(spec_overrides or {})
+    labels = overrides.pop("labels", None)
+    spec = _probe_num_classes(module, _apply_overrides(spec, overrides))
+    spec = _with_labels(spec, labels)
     notices = []
     if weights == "random":
         notices.append(RANDOM_WEIGHTS_NOTICE.format(name=name))
         log.warning(notices[-1])
-    return LoadedModel(module=module.eval(), spec=spec, source=name, weights=weights, notices=notices)
+    return LoadedModel(module=module, spec=spec, source=name, weights=weights, notices=notices)
+
+
+def _eval_mode(module: nn.Module) -> nn.Module:
+    try:
+        return module.eval()
+    except NotImplementedError:  # a torch.export module is already in inference form
+        return module
+
+
+def _apply_overrides(spec: ModelSpec, overrides: dict[str, Any]) -> ModelSpec:
+    try:
+        return spec.with_overrides(**overrides)
+    except ValueError as err:
+        raise UnsupportedOptionError(f"inconsistent input options: {err}") from err
+
+
+def _with_labels(spec: ModelSpec, labels) -> ModelSpec:
+    """Labels are checked against the class count the model really has (probed)."""
+    if labels is None:
+        return spec
+    if len(labels) != spec.num_classes:
+        raise UnsupportedOptionError(
+            f"{len(labels)} labels given for a model with {spec.num_classes} outputs",
+            hint="the labels file needs one class name per output, in output order",
+        )
+    return replace(spec, labels=tuple(labels))
 
 
 def _probe_num_classes(module: nn.Module, spec: ModelSpec) -> ModelSpec:
@@ -178,10 +208,23 @@ def _model_hint(name: str) -> str:
 def _load_exported_program(name: str, *, checkpoint, trust) -> tuple[nn.Module, ModelSpec, str]:
     path = _existing(name)
     try:
-        module = torch.export.load(str(path)).module()
+        program = torch.export.load(str(path))
     except Exception as err:  # torch.export raises many types for a bad archive
         raise CheckpointError(f"cannot load exported program {name!r}: {err}") from err
-    return module, _generic_spec(module, name=path.stem), "exported-program"
+    spec = ModelSpec(name=path.stem)
+    shape = _program_input_shape(program)
+    if shape is not None and len(shape) == 4:
+        spec = spec.with_overrides(input_size=tuple(shape[1:]))
+    return program.module(), spec, "exported-program"
+
+
+def _program_input_shape(program) -> tuple[int, ...] | None:
+    """The example input shape recorded in an ExportedProgram's graph."""
+    user_inputs = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in user_inputs and "val" in node.meta:
+            return tuple(int(s) for s in node.meta["val"].shape)
+    return None
 
 
 def _load_full_module(name: str, *, checkpoint, trust) -> tuple[nn.Module, ModelSpec, str]:

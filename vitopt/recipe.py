@@ -30,8 +30,7 @@ class PassStep(_Strict):
 
     @model_validator(mode="after")
     def _known_pass_with_valid_options(self) -> PassStep:
-        cls = _lookup(pass_registry(), self.name)
-        cls.Options.model_validate(self.options)
+        _validate_options(_lookup(pass_registry(), self.name).Options, self.options)
         return self
 
     def build_options(self) -> PassOptions:
@@ -48,6 +47,7 @@ class Target(_Strict):
         fmt = _lookup(FORMATS, self.format)
         if self.precision not in fmt.precisions:
             raise ValueError(f"{self.format} supports precisions {list(fmt.precisions)}")
+        _validate_options(fmt.exporter_class().Options, self.options)
         return self
 
 
@@ -91,12 +91,24 @@ class Recipe(_Strict):
 
     def with_targets(self, formats: list[str]) -> Recipe:
         """The CLI's --target flags replace the recipe's targets (keeping matching options)."""
-        known = {t.format: t for t in self.targets}
-        targets = [known.get(f) or Target(format=f) for f in formats]
-        return self.model_copy(update={"targets": targets})
+        known = {t.format: t.model_dump() for t in self.targets}
+        targets = [known.get(f) or {"format": f} for f in formats]
+        return parse_recipe({**self.model_dump(), "targets": targets}, source="--target")
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _validate_options(options_model: type[BaseModel], options: dict[str, Any]) -> None:
+    """Validate a pass's or exporter's options, re-raised so the error names the option."""
+    try:
+        options_model.model_validate(options)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        hint = did_you_mean(key, options_model.model_fields) if first["type"] == "extra_forbidden" else None
+        known = ", ".join(options_model.model_fields) or "none"
+        raise ValueError(f"option {key!r}: {first['msg']} ({hint or 'options: ' + known})") from None
 
 
 def _lookup(registry, name: str):
@@ -113,10 +125,10 @@ def load_recipe(*, path: str | Path) -> Recipe:
         raise RecipeError(f"recipe {str(path)!r} does not exist", hint=_shipped_hint())
     text = path.read_text()
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise RecipeError(f"recipe {str(path)!r} is not valid YAML: {_yaml_problem(err)}") from err
-    return parse_recipe(data, source=str(path), text=text)
+    return parse_recipe({} if data is None else data, source=str(path), text=text)
 
 
 def parse_recipe(data: Any, *, source: str = "<recipe>", text: str | None = None) -> Recipe:
@@ -178,7 +190,9 @@ def _child(node, part):
 def _yaml_problem(err: yaml.YAMLError) -> str:
     mark = getattr(err, "problem_mark", None)
     problem = getattr(err, "problem", None) or str(err)
-    return f"line {mark.line + 1}: {problem}" if mark else problem
+    opened = getattr(err, "context_mark", None)
+    where = f" (the construct opened on line {opened.line + 1})" if opened and mark and opened.line != mark.line else ""
+    return f"line {mark.line + 1}: {problem}{where}" if mark else problem
 
 
 def _shipped_hint() -> str:

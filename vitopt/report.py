@@ -33,12 +33,7 @@ def build_report(
         "schema": SCHEMA,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "vitopt_version": __version__,
-        "model": {
-            "name": spec.name, "source": model.source, "weights": model.weights,
-            "params": before.params, "flops": before.flops, "flops_convention": FLOPS_CONVENTION,
-            "input_shape": list(spec.batch_shape(1)), "num_classes": spec.num_classes,
-            "mean": list(spec.mean), "std": list(spec.std),
-        },  # fmt: skip
+        "model": _model_entry(model, cost=before),
         "compressed_model": after.to_dict(),
         "notices": list(model.notices),
         "recipe": recipe.model_dump(mode="json"),
@@ -47,6 +42,16 @@ def build_report(
         "artifacts": artifacts,
         "environment": describe_environment(threads=threads),
     }
+
+
+def _model_entry(model: LoadedModel, *, cost) -> dict[str, Any]:
+    spec = model.spec
+    return {
+        "name": spec.name, "source": model.source, "weights": model.weights,
+        "params": cost.params, "flops": cost.flops, "flops_convention": FLOPS_CONVENTION,
+        "input_shape": list(spec.batch_shape(1)), "num_classes": spec.num_classes,
+        "mean": list(spec.mean), "std": list(spec.std),
+    }  # fmt: skip
 
 
 def write_report(report: dict[str, Any], *, out_dir: Path) -> None:
@@ -88,8 +93,8 @@ def _passes_md(passes: list) -> list[str]:
 
 def _artifacts_md(report: dict[str, Any]) -> list[str]:
     has_acc = any("accuracy" in a for a in report["artifacts"])
-    head = "| target | precision | status | size | params | GFLOPs | parity (max diff / top-1) | p50 / p90 ms | speedup |"
-    rows = ["", "## Artifacts", "", head + (" top-1 |" if has_acc else ""),
+    head = "| target | precision | status | size | params | GFLOPs | parity (max diff / top-1) | p50 / p90 ms "
+    rows = ["", "## Artifacts", "", head + ("| speedup | top-1 |" if has_acc else "| speedup |"),
             "|---|---|---|---:|---:|---:|---|---:|---:|" + ("---:|" if has_acc else "")]  # fmt: skip
     rows += [_artifact_row(a, has_acc=has_acc) for a in report["artifacts"]]
     rows += _baseline_md(report["baseline"])
@@ -122,9 +127,8 @@ def _baseline_md(baseline: dict[str, Any]) -> list[str]:
 
 def _environment_md(env: dict[str, Any]) -> list[str]:
     isa = ", ".join(k for k, v in env.get("isa", {}).items() if v) or "unknown"
-    return ["", "## Environment", "",
-            f"{env.get('cpu_model')} ({env.get('threads')} threads; ISA: {isa}); "
-            f"torch {env['packages'].get('torch')}, onnxruntime {env['packages'].get('onnxruntime')}."]  # fmt: skip
+    versions = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v and k in ("torch", "onnxruntime"))
+    return ["", "## Environment", "", f"{env.get('cpu_model')} ({env.get('threads')} threads; ISA: {isa}); {versions}."]
 
 
 def _millions(n: int | None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vitopt.errors import RecipeError, did_you_mean
-from vitopt.recipe import Recipe, load_recipe
+from vitopt.recipe import Recipe, load_recipe, parse_recipe
 
 SHIPPED_DIR = Path(__file__).resolve().parent
 
@@ -20,8 +20,9 @@ def resolve_recipe(*, recipe: str | None, targets: list[str] | None = None,
     loaded = load_recipe(path=_recipe_path(recipe or "baseline"))
     if targets:
         loaded = loaded.with_targets(targets)
-    if threads:
-        loaded = loaded.model_copy(update={"bench": loaded.bench.model_copy(update={"threads": threads})})
+    if threads is not None:
+        bench = {**loaded.bench.model_dump(), "threads": threads}
+        loaded = parse_recipe({**loaded.model_dump(), "bench": bench}, source="--threads")
     return loaded
 
 

@@ -22,6 +22,10 @@ class OnnxRuntimeRunner(Runner):
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        # Idle worker threads otherwise spin for a while after each run, stealing the cores from
+        # whatever runs next: in an interleaved A/B measurement that slows the other side
+        # (measured: a 32x32 ViT in PyTorch went from ~9 ms to ~450 ms next to a spinning session).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own untyped errors
