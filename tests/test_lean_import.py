@@ -10,15 +10,23 @@ import pytest
 HEAVY = ("onnxruntime", "openvino", "coremltools", "tensorrt", "nncf", "onnx", "torch_pruning")
 
 
-@pytest.mark.parametrize("module", ["vitopt", "vitopt.pipeline", "vitopt.cli", "vitopt.recipe"])
-def test_import_loads_no_backend(module):
-    code = (
-        f"import sys, {module}\n"
-        f"loaded = [m for m in {HEAVY!r} if m in sys.modules]\n"
-        "print(','.join(loaded))\n"
-    )
+CASES = {
+    "vitopt": ("import vitopt", HEAVY),
+    "pipeline": ("import vitopt.pipeline", HEAVY),
+    "cli": ("import vitopt.cli", HEAVY),
+    "recipe": ("import vitopt.recipe", HEAVY),
+    # bench.py is numpy-only so that timing code can be reused without torch
+    "bench": ("import vitopt.bench", (*HEAVY, "timm", "torch")),
+    "environment": ("import vitopt.environment; vitopt.environment.describe_environment()", (*HEAVY, "timm")),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_import_loads_no_backend(case):
+    statement, forbidden = CASES[case]
+    code = f"import sys\n{statement}\nprint(','.join(m for m in {forbidden!r} if m in sys.modules))\n"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "", f"import {module} loaded: {result.stdout.strip()}"
+    assert result.stdout.strip() == "", f"{statement} loaded: {result.stdout.strip()}"
 
 
 def test_lazy_public_api_resolves():
