@@ -10,14 +10,13 @@ import numpy as np
 from vitopt.bench import BenchSettings, measure
 from vitopt.environment import default_threads, describe_environment
 from vitopt.errors import InputError, UnsupportedOptionError
-from vitopt.formats import FORMATS, Format
+from vitopt.formats import FORMATS, Format, format_for_path
 
 
 def format_of(path: Path) -> Format:
-    for name in FORMATS.names():
-        fmt = FORMATS.get(name)
-        if path.suffix == Path(fmt.file_name).suffix:
-            return fmt
+    fmt = format_for_path(path)
+    if fmt is not None:
+        return fmt
     suffixes = ", ".join(Path(FORMATS.get(n).file_name).suffix for n in FORMATS.names())
     raise UnsupportedOptionError(f"no known format for {str(path)!r}", hint=f"known: {suffixes}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from vitopt.errors import MissingBackendError
 from vitopt.registry import Registry
@@ -42,6 +43,15 @@ FORMATS.add("onnx", Format(
     runner="vitopt.runtimes.onnxruntime:OnnxRuntimeRunner", extra="onnx",
     precisions=("fp32",), file_name="model.onnx", packages=("onnx", "onnxruntime", "onnxslim"),
 ))  # fmt: skip
+
+
+def format_for_path(path: Path) -> Format | None:
+    """The format whose artifact file ends like ``path`` (model.onnx -> onnx)."""
+    for name in FORMATS.names():
+        fmt = FORMATS.get(name)
+        if path.suffix == Path(fmt.file_name).suffix:
+            return fmt
+    return None
 
 
 def _import_attr(path: str):

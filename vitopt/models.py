@@ -49,10 +49,15 @@ def load_model(
     checkpoint: str | Path | None = None,
     trust_checkpoint: bool = False,
     spec_overrides: dict[str, Any] | None = None,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> LoadedModel:
-    """Resolve ``name`` to a model; ``spec_overrides`` (input_size, mean, std, labels...) win."""
+    """Resolve ``name`` to a model; ``spec_overrides`` (input_size, mean, std, labels...) win.
+
+    ``model_kwargs`` go to the architecture's constructor (timm/zoo names, or a factory),
+    e.g. ``{"num_classes": 10}`` or ``{"embed_dim": 96}`` for a half-width student.
+    """
     loader = _pick_loader(name)
-    module, spec, weights = loader(name, checkpoint=checkpoint, trust=trust_checkpoint)
+    module, spec, weights = loader(name, checkpoint=checkpoint, trust=trust_checkpoint, kwargs=model_kwargs or {})
     module = _eval_mode(module)
     overrides = dict(spec_overrides or {})
     labels = overrides.pop("labels", None)
@@ -124,22 +129,23 @@ def _pick_loader(name: str):
     return _load_timm
 
 
-def _load_timm(name: str, *, checkpoint, trust) -> tuple[nn.Module, ModelSpec, str]:
+def _load_timm(name: str, *, checkpoint, trust, kwargs) -> tuple[nn.Module, ModelSpec, str]:
     import timm
 
     if not timm.is_model(name):
         raise UnknownModelError(f"unknown model {name!r}", hint=_model_hint(name))
     state = _checkpoint_state(checkpoint, trust=trust)
-    kwargs = _num_classes_from(state, timm.get_pretrained_cfg(name))
+    kwargs = {**_num_classes_from(state, timm.get_pretrained_cfg(name)), **kwargs}
     return _build_timm(name, kwargs=kwargs, state=state, checkpoint=checkpoint)
 
 
-def _load_zoo(name: str, *, checkpoint, trust) -> tuple[nn.Module, ModelSpec, str]:
+def _load_zoo(name: str, *, checkpoint, trust, kwargs) -> tuple[nn.Module, ModelSpec, str]:
     entry: ZooEntry = ZOO.get(name)
-    weights_file = checkpoint or entry.weights_path()
+    # the zoo's trained weights fit its own architecture only, not one changed by kwargs
+    weights_file = checkpoint or (None if kwargs else entry.weights_path())
     state = _checkpoint_state(weights_file, trust=trust)
     module, spec, weights = _build_timm(
-        entry.arch, kwargs=dict(entry.kwargs), state=state, checkpoint=weights_file
+        entry.arch, kwargs={**entry.kwargs, **kwargs}, state=state, checkpoint=weights_file
     )
     spec = spec.with_overrides(name=name, **entry.spec)
     return module, spec, "zoo" if state is not None and checkpoint is None else weights
@@ -205,7 +211,8 @@ def _model_hint(name: str) -> str:
     )
 
 
-def _load_exported_program(name: str, *, checkpoint, trust) -> tuple[nn.Module, ModelSpec, str]:
+def _load_exported_program(name: str, *, checkpoint, trust, kwargs) -> tuple[nn.Module, ModelSpec, str]:
+    _no_kwargs(kwargs, name)
     path = _existing(name)
     try:
         program = torch.export.load(str(path))
@@ -227,7 +234,8 @@ def _program_input_shape(program) -> tuple[int, ...] | None:
     return None
 
 
-def _load_full_module(name: str, *, checkpoint, trust) -> tuple[nn.Module, ModelSpec, str]:
+def _load_full_module(name: str, *, checkpoint, trust, kwargs) -> tuple[nn.Module, ModelSpec, str]:
+    _no_kwargs(kwargs, name)
     obj = read_checkpoint(_existing(name), trust=trust)
     if not isinstance(obj, nn.Module):
         raise CheckpointError(
@@ -237,7 +245,7 @@ def _load_full_module(name: str, *, checkpoint, trust) -> tuple[nn.Module, Model
     return obj, _generic_spec(obj, name=Path(name).stem), "full-module"
 
 
-def _load_factory(name: str, *, checkpoint, trust) -> tuple[nn.Module, ModelSpec, str]:
+def _load_factory(name: str, *, checkpoint, trust, kwargs) -> tuple[nn.Module, ModelSpec, str]:
     file_part, factory_name = name.rsplit(":", 1)
     spec_ = importlib.util.spec_from_file_location("vitopt_user_model", _existing(file_part))
     module_obj = importlib.util.module_from_spec(spec_)
@@ -245,11 +253,19 @@ def _load_factory(name: str, *, checkpoint, trust) -> tuple[nn.Module, ModelSpec
     factory = getattr(module_obj, factory_name, None)
     if not callable(factory):
         raise UnknownModelError(f"{file_part!r} defines no callable {factory_name!r}")
-    module = factory()
+    module = factory(**kwargs)
     state = _checkpoint_state(checkpoint, trust=trust)
     if state is not None:
         load_into(module, state, path=checkpoint)
     return module, _generic_spec(module, name=factory_name), "checkpoint" if state else "factory"
+
+
+def _no_kwargs(kwargs: dict[str, Any], name: str) -> None:
+    if kwargs:
+        raise UnsupportedOptionError(
+            f"model arguments {sorted(kwargs)} cannot change a saved model ({name!r})",
+            hint="--model-arg applies to timm and vitopt/ names and to file.py:factory",
+        )
 
 
 def _generic_spec(module: nn.Module, *, name: str) -> ModelSpec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -46,3 +47,15 @@ class ModelSpec:
         out = asdict(self)
         out.pop("extra")
         return out
+
+    def to_json(self) -> str:
+        """Stored inside artifacts, so an exported model can be evaluated without its source."""
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        data = json.loads(text)
+        for key in ("input_size", "mean", "std", "labels"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        return cls(**data)

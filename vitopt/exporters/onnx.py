@@ -18,6 +18,7 @@ from vitopt.spec import ModelSpec
 
 log = logging.getLogger("vitopt")
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+SPEC_KEY = "vitopt.spec"
 
 
 class OnnxOptions(BaseModel):
@@ -41,7 +42,7 @@ class OnnxExporter(Exporter):
         if self.options.simplify:
             details["nodes_before_simplify"] = len(onnx.load(str(path)).graph.node)
             simplify_onnx(path)
-        details["nodes"] = len(onnx.load(str(path)).graph.node)
+        details["nodes"] = embed_spec(path, spec=spec)
         return ExportedArtifact(files=[path], main=path, details=details)
 
 
@@ -72,6 +73,19 @@ def _export_with(kind: str, module: nn.Module, *, spec: ModelSpec, path: Path, o
         else:
             axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if options.dynamic_batch else None
             torch.onnx.export(module, example, str(path), dynamo=False, dynamic_axes=axes, **common)
+
+
+def embed_spec(path: Path, *, spec: ModelSpec) -> int:
+    """Store the input contract in the model's metadata; returns the node count."""
+    from vitopt import __version__
+
+    onnx = require("onnx", extra="onnx", feature="ONNX export")
+    proto = onnx.load(str(path))
+    for key, value in ((SPEC_KEY, spec.to_json()), ("vitopt.version", __version__)):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+    return len(proto.graph.node)
 
 
 def simplify_onnx(path: Path) -> None:

@@ -25,5 +25,9 @@ class Runner(ABC):
     def input_shape(self) -> list:
         """The artifact's input shape; a dynamic dimension is a name or None."""
 
+    def spec(self):
+        """The ModelSpec stored in the artifact by vitopt's exporter, or None."""
+        return None
+
     def run_in_chunks(self, batch: np.ndarray, *, chunk: int = 16) -> np.ndarray:
         return np.concatenate([self.run(batch[i : i + chunk]) for i in range(0, len(batch), chunk)])

@@ -35,5 +35,12 @@ class OnnxRuntimeRunner(Runner):
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
 
+    def spec(self):
+        from vitopt.exporters.onnx import SPEC_KEY
+        from vitopt.spec import ModelSpec
+
+        text = self.session.get_modelmeta().custom_metadata_map.get(SPEC_KEY)
+        return None if text is None else ModelSpec.from_json(text)
+
     def input_shape(self) -> list:
         return list(self.session.get_inputs()[0].shape)

@@ -1,4 +1,4 @@
-"""The ``vitopt`` command: a thin layer that fills a recipe and calls the library."""
+"""``vitopt compress``, ``bench`` and ``inspect``: fill a recipe or settings, call the library."""
 
 from __future__ import annotations
 
@@ -9,29 +9,22 @@ from typing import Annotated, Optional
 import typer
 from rich.markdown import Markdown
 
-from vitopt.cli_support import console, handle_errors, out, spec_overrides, step
-
-app = typer.Typer(
-    name="vitopt", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-    help="Compress, export, verify and measure vision transformers.",
+from vitopt.cli import app
+from vitopt.cli.options import (
+    MODEL_HELP,
+    Checkpoint,
+    Debug,
+    InputSize,
+    JsonOut,
+    Labels,
+    Mean,
+    ModelArg,
+    ModelName,
+    Std,
+    Threads,
+    Trust,
 )  # fmt: skip
-
-MODEL_HELP = "timm name, vitopt/ name, .pt2, .pt or file.py:factory."
-Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")]
-Checkpoint = Annotated[Optional[Path], typer.Option(help="Weights: .safetensors or a state dict.")]
-Trust = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow full pickles (runs code from the file).")]
-InputSize = Annotated[Optional[str], typer.Option(help="C,H,W of one input image, e.g. 3,224,224.")]
-Mean = Annotated[Optional[str], typer.Option(help="Per-channel mean, e.g. 0.485,0.456,0.406.")]
-Std = Annotated[Optional[str], typer.Option(help="Per-channel std.")]
-Labels = Annotated[Optional[Path], typer.Option(help="Text file with one class name per line.")]
-
-
-def _load(model, checkpoint, trust, input_size, mean, std, labels):
-    from vitopt.models import load_model
-
-    overrides = spec_overrides(input_size=input_size, mean=mean, std=std, labels=labels)
-    with step(f"loading model {model}"):
-        return load_model(name=model, checkpoint=checkpoint, trust_checkpoint=trust, spec_overrides=overrides)
+from vitopt.cli.support import console, handle_errors, load_for_cli, out, step
 
 
 @app.command()
@@ -45,9 +38,9 @@ def compress(
     data: Annotated[Optional[Path], typer.Option(help="Calibration images: folder or .tar.")] = None,
     eval_data: Annotated[Optional[Path], typer.Option(help="Labelled images for accuracy.")] = None,
     eval_limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate on at most N images.")] = None,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="Runtime threads (default: physical cores).")] = None,
+    threads: Threads = None,
     input_size: InputSize = None, mean: Mean = None, std: Std = None, labels: Labels = None,
-    debug: Debug = False,
+    model_arg: ModelArg = None, debug: Debug = False,
 ) -> None:  # fmt: skip
     """Run a recipe's passes, export each target, verify and benchmark it, and write a report."""
     from vitopt.pipeline import compress as run_compress
@@ -56,7 +49,8 @@ def compress(
     from vitopt.zoo import DEFAULT_MODEL
 
     the_recipe = resolve_recipe(recipe=recipe, targets=target, threads=threads)
-    loaded = _load(model or DEFAULT_MODEL, checkpoint, trust_checkpoint, input_size, mean, std, labels)
+    loaded = load_for_cli(model or DEFAULT_MODEL, checkpoint=checkpoint, trust=trust_checkpoint,
+                          model_args=model_arg, input_size=input_size, mean=mean, std=std, labels=labels)  # fmt: skip
     report = run_compress(model=loaded, recipe=the_recipe, out_dir=out_dir, data=data,
                           eval_data=eval_data, eval_limit=eval_limit, step=step)  # fmt: skip
     out.print(Markdown((out_dir / "report.md").read_text()))
@@ -72,10 +66,9 @@ def bench(
     artifact: Annotated[Path, typer.Argument(help="An exported artifact, e.g. model.onnx.")],
     runs: Annotated[int, typer.Option(min=1, help="Minimum timed runs.")] = 50,
     min_time: Annotated[float, typer.Option(min=0, help="Minimum seconds of timed runs.")] = 2.0,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="Runtime threads.")] = None,
+    threads: Threads = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 1,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the result as JSON.")] = None,
-    debug: Debug = False,
+    json_out: JsonOut = None, debug: Debug = False,
 ) -> None:  # fmt: skip
     """Measure the latency of an exported artifact on its runtime."""
     from vitopt.benchmark_artifact import benchmark_artifact
@@ -93,25 +86,18 @@ def bench(
 @app.command()
 @handle_errors
 def inspect(
-    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
+    model: ModelName,
     checkpoint: Checkpoint = None, trust_checkpoint: Trust = False,
     input_size: InputSize = None, mean: Mean = None, std: Std = None, labels: Labels = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the description as JSON.")] = None,
-    debug: Debug = False,
+    model_arg: ModelArg = None, json_out: JsonOut = None, debug: Debug = False,
 ) -> None:  # fmt: skip
     """Parameters, FLOPs, input contract and block structure of a model."""
     from vitopt.inspect_model import describe_model
     from vitopt.inspect_view import render_description
 
-    info = describe_model(_load(model, checkpoint, trust_checkpoint, input_size, mean, std, labels))
+    loaded = load_for_cli(model, checkpoint=checkpoint, trust=trust_checkpoint, model_args=model_arg,
+                          input_size=input_size, mean=mean, std=std, labels=labels)  # fmt: skip
+    info = describe_model(loaded)
     render_description(info, console=out)
     if json_out:
         json_out.write_text(json.dumps(info, indent=2) + "\n")
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()

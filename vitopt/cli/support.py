@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+import yaml
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
@@ -91,3 +92,26 @@ def _read_labels(path: Path) -> tuple[str, ...]:
     if not labels:
         raise UnsupportedOptionError(f"labels file {str(path)!r} is empty")
     return labels
+
+
+def parse_assignments(items: list[str] | None, *, flag: str) -> dict[str, Any]:
+    """``key=value`` pairs; values are read as YAML scalars (ints, floats, bools, lists)."""
+    result = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"{flag} takes key=value, got {item!r}", hint=f"e.g. {flag} embed_dim=96")
+        result[key.strip()] = yaml.safe_load(value)
+    return result
+
+
+def load_for_cli(name: str, *, checkpoint=None, trust=False, model_args=None, input_size=None, mean=None,
+                 std=None, labels=None):  # fmt: skip
+    """load_model with the CLI's spellings of its options, behind a progress step."""
+    from vitopt.models import load_model
+
+    overrides = spec_overrides(input_size=input_size, mean=mean, std=std, labels=labels)
+    kwargs = parse_assignments(model_args, flag="--model-arg")
+    with step(f"loading model {name}"):
+        return load_model(name=name, checkpoint=checkpoint, trust_checkpoint=trust, spec_overrides=overrides,
+                          model_kwargs=kwargs)  # fmt: skip

@@ -1,0 +1,3 @@
+from vitopt.cli import main
+
+main()

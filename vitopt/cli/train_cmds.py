@@ -1,0 +1,114 @@
+"""``vitopt train``, ``distill`` and ``eval``: the same functions the pruning passes call.
+
+Under ``torchrun --nproc_per_node N -m vitopt.cli distill ...`` every rank runs the command and
+the trainer joins the process group torchrun describes; only rank 0 writes and prints results.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from vitopt.cli import app
+from vitopt.cli.options import Checkpoint, Debug, JsonOut, ModelArg, ModelName, Threads, Trust
+from vitopt.cli.support import handle_errors, load_for_cli, out, parse_assignments, step
+from vitopt.errors import InputError
+
+Data = Annotated[Path, typer.Option(help="Training images: ImageFolder directory or .tar of one.")]
+OutDir = Annotated[Path, typer.Option("--out", "-o", help="Run directory: checkpoint, metrics, weights.")]
+Epochs = Annotated[int, typer.Option(min=1, help="Epochs to train.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")]
+ValData = Annotated[Optional[Path], typer.Option(help="Labelled images evaluated after each epoch.")]
+BatchSize = Annotated[Optional[int], typer.Option(min=1, help="Global batch size (split across ranks).")]
+Lr = Annotated[Optional[float], typer.Option(help="Peak learning rate.")]
+Bf16 = Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast (fast on CPUs with AMX).")]
+Settings = Annotated[Optional[list[str]], typer.Option("--set", help="Any TrainConfig field: key=value.")]
+
+
+def _train_config(*, epochs: int, batch_size, lr, bf16: bool, settings) -> Any:
+    from pydantic import ValidationError
+
+    from vitopt.train import TrainConfig
+
+    values = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "bf16": bf16 or None}
+    values = {k: v for k, v in values.items() if v is not None} | parse_assignments(settings, flag="--set")
+    try:
+        return TrainConfig(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise InputError(f"training setting {'.'.join(map(str, first['loc']))}: {first['msg']}",
+                         hint="fields: " + ", ".join(TrainConfig.model_fields)) from None  # fmt: skip
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    last = summary["last"]
+    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in last.items()}
+    out.print(f"trained {summary['epochs']} epochs; last epoch: {shown}; weights: {summary['weights']}")
+
+
+@app.command()
+@handle_errors
+def train(
+    model: ModelName, data: Data, out_dir: OutDir, epochs: Epochs = 10, resume: Resume = False,
+    val_data: ValData = None, checkpoint: Checkpoint = None, trust_checkpoint: Trust = False,
+    model_arg: ModelArg = None, batch_size: BatchSize = None, lr: Lr = None, bf16: Bf16 = False,
+    settings: Settings = None, debug: Debug = False,
+) -> None:  # fmt: skip
+    """Supervised training (cross-entropy with label smoothing) on labelled images."""
+    from vitopt.train import fit
+
+    config = _train_config(epochs=epochs, batch_size=batch_size, lr=lr, bf16=bf16, settings=settings)
+    loaded = load_for_cli(model, checkpoint=checkpoint, trust=trust_checkpoint, model_args=model_arg)
+    _print_summary(fit(model=loaded, data=data, out_dir=out_dir, config=config, val_data=val_data, resume=resume))
+
+
+@app.command()
+@handle_errors
+def distill(
+    student: ModelName,
+    teacher: Annotated[str, typer.Option(help="Teacher model (frozen, eval mode).")],
+    data: Data, out_dir: OutDir, epochs: Epochs = 10, resume: Resume = False, val_data: ValData = None,
+    teacher_checkpoint: Annotated[Optional[Path], typer.Option(help="Teacher weights.")] = None,
+    checkpoint: Checkpoint = None, trust_checkpoint: Trust = False, model_arg: ModelArg = None,
+    batch_size: BatchSize = None, lr: Lr = None, bf16: Bf16 = False,
+    hard: Annotated[bool, typer.Option("--hard", help="Hard distillation (teacher argmax).")] = False,
+    settings: Settings = None, debug: Debug = False,
+) -> None:  # fmt: skip
+    """Knowledge distillation of STUDENT from --teacher (soft KD by default; labels used where present)."""
+    from vitopt.train import fit
+
+    extra = [*(settings or []), *(["hard_distill=true"] if hard else [])]
+    config = _train_config(epochs=epochs, batch_size=batch_size, lr=lr, bf16=bf16, settings=extra)
+    teacher_model = load_for_cli(teacher, checkpoint=teacher_checkpoint, trust=trust_checkpoint)
+    loaded = load_for_cli(student, checkpoint=checkpoint, trust=trust_checkpoint, model_args=model_arg)
+    summary = fit(model=loaded, data=data, out_dir=out_dir, config=config, teacher=teacher_model,
+                  val_data=val_data, resume=resume)  # fmt: skip
+    _print_summary(summary)
+
+
+@app.command(name="eval")
+@handle_errors
+def eval_(
+    model: Annotated[str, typer.Argument(help="A model (timm/vitopt name, file) or an exported artifact.")],
+    data: Annotated[Path, typer.Option(help="Labelled images: ImageFolder directory or .tar of one.")],
+    reference: Annotated[Optional[str], typer.Option(help="Compare with this model: agreement, KL.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate on at most N images.")] = None,
+    checkpoint: Checkpoint = None, trust_checkpoint: Trust = False, model_arg: ModelArg = None,
+    threads: Threads = None, json_out: JsonOut = None, debug: Debug = False,
+) -> None:  # fmt: skip
+    """Top-1 (and top-5) accuracy of a model or artifact; with --reference, agreement and mean KL."""
+    from vitopt.evaluate import evaluate, predictor_for
+
+    kwargs = parse_assignments(model_arg, flag="--model-arg")
+    with step(f"loading {model}"):
+        predictor = predictor_for(name=model, threads=threads, checkpoint=checkpoint,
+                                  trust_checkpoint=trust_checkpoint, model_kwargs=kwargs)  # fmt: skip
+        ref = predictor_for(name=reference, threads=threads) if reference else None
+    with step(f"evaluating on {data}"):
+        result = evaluate(predictor=predictor, data=data, limit=limit, reference=ref)
+    out.print(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()))
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
