@@ -34,6 +34,8 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out or Path.home() / ".cache" / "vitopt" / "runs" / args.name
     config = REFERENCES[args.name]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(config.model_dump_json(indent=2))
     start = time.time()
     summary = fit(model=load_model(name=f"vitopt/{args.name}"), data=SHARED / "cifar10-train.tar", out_dir=out,
                   config=config, val_data=SHARED / "cifar10-test.tar", resume=args.resume)  # fmt: skip

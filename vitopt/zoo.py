@@ -52,6 +52,18 @@ ZOO.add("vitopt/vit-cifar10", ZooEntry(
     spec=_CIFAR_SPEC, weights="vit-cifar10.safetensors",
     summary="plain ViT, 6 blocks, 3 heads, width 192, patch 4, CIFAR-10 32x32",
 ))  # fmt: skip
+ZOO.add("vitopt/swin-cifar10", ZooEntry(
+    arch="swin_tiny_patch4_window7_224",
+    kwargs={"img_size": 32, "patch_size": 2, "window_size": 4, "embed_dim": 64, "depths": (2, 2, 2),
+            "num_heads": (2, 4, 8), "num_classes": 10},
+    spec=_CIFAR_SPEC, weights="swin-cifar10.safetensors",
+    summary="hierarchical Swin, 3 stages (2-2-2 blocks), width 64-128-256, window 4, CIFAR-10 32x32",
+))  # fmt: skip
+ZOO.add("vitopt/repvit-cifar10", ZooEntry(
+    arch="repvit_m0_9", kwargs={"num_classes": 10},
+    spec={**_CIFAR_SPEC, "input_size": (3, 64, 64)}, weights="repvit-cifar10.safetensors",
+    summary="RepViT-M0.9 with its multi-branch training blocks; CIFAR-10 upscaled to 64x64 (32x downsampling)",
+))  # fmt: skip
 ZOO.add("vitopt/tiny-vit", ZooEntry(
     arch="vit_tiny_patch16_224",
     kwargs={"img_size": 64, "patch_size": 16, "depth": 2, "embed_dim": 48, "num_heads": 3},
