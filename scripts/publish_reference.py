@@ -51,7 +51,8 @@ def build_card(zoo_name: str, *, run: Path) -> dict:
     entry = ZOO.get(zoo_name)
     return {
         "name": zoo_name, "architecture": entry.arch, "kwargs": entry.kwargs, "summary": entry.summary,
-        "input_size": list(model.spec.input_size), **model_cost(model.module, input_size=model.spec.input_size).to_dict(),
+        "input_size": list(model.spec.input_size),
+        **model_cost(model.module, input_size=model.spec.input_size).to_dict(),
         "weights_dtype": "float16", "train_data": "CIFAR-10 train split (50,000 images)",
         "training_command": f".venv/bin/python scripts/train_reference.py {zoo_name.split('/')[1]}",
         "config": json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else None,
@@ -73,7 +74,8 @@ def render_card(card: dict) -> str:
         f"- input: {card['input_size']}; {card['params'] / 1e6:.2f}M params; "
         f"{card['flops'] / 1e9:.3f} GFLOPs (1 multiply-add = 2 FLOPs)",
         f"- trained on {card['train_data']} with vitopt's trainer: `{card['training_command']}`",
-        f"- {card['epochs']} epochs, {card['train_wall_seconds'] / 60:.0f} min of training on {card['machine']} (2 cores)",
+        f"- {card['epochs']} epochs, {card['train_wall_seconds'] / 60:.0f} min of training "
+        f"on {card['machine']} (2 cores)",
         f"- **CIFAR-10 test top-1 {acc['top1']:.4f}**, top-5 {acc['top5']:.4f} on {acc['n_images']} images "
         f"(weights stored in fp16, evaluated in fp32)", "",
         "| epoch | train loss | val top-1 (2,000 test images) |", "|---:|---:|---:|",
