@@ -15,6 +15,7 @@ class VitoptError(Exception):
     """Base class of every error vitopt raises on purpose."""
 
     exit_code = 1
+    label = "error"  # how the CLI introduces the message
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)

@@ -43,7 +43,7 @@ def handle_errors(command: Callable) -> Callable:
             if debug:
                 raise
             hint = f"\n  hint: {escape(err.hint)}" if err.hint else ""
-            console.print(f"[bold red]error:[/] {escape(err.message)}{hint}")
+            console.print(f"[bold red]{err.label}:[/] {escape(err.message)}{hint}")
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             console.print("[bold red]interrupted[/]: no artifact was half-written")

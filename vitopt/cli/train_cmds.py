@@ -7,6 +7,7 @@ the trainer joins the process group torchrun describes; only rank 0 writes and p
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -39,11 +40,14 @@ def _train_config(*, epochs: int, batch_size, lr, bf16: bool, settings) -> Any:
         return TrainConfig(**values)
     except ValidationError as err:
         first = err.errors()[0]
-        raise InputError(f"training setting {'.'.join(map(str, first['loc']))}: {first['msg']}",
+        where = ".".join(map(str, first["loc"])) or "settings"
+        raise InputError(f"training setting {where}: {first['msg']}",
                          hint="fields: " + ", ".join(TrainConfig.model_fields)) from None  # fmt: skip
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 speaks for the job
+        return
     last = summary["last"]
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in last.items()}
     out.print(f"trained {summary['epochs']} epochs; last epoch: {shown}; weights: {summary['weights']}")

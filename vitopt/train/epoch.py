@@ -23,6 +23,7 @@ class StopRequested(RunError):
     """Ctrl-C during training: a checkpoint at (epoch, step) was written; --resume continues."""
 
     exit_code = 130
+    label = "stopped"
 
     def __init__(self, epoch: int, step: int) -> None:
         super().__init__(f"interrupted at epoch {epoch + 1}, step {step}: checkpoint written",
@@ -41,11 +42,11 @@ class EpochRunner:
         batches = self._rank_batches(epoch)
         sums = torch.zeros(4, dtype=torch.float64)  # loss_sum, n, correct, agree
         started, last_save = time.perf_counter(), time.perf_counter()
-        with _catch_sigint(self), epoch_progress(enabled=show_progress) as bar:
+        with epoch_progress(enabled=show_progress) as bar:
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(batches), completed=start_step,
                                 loss=0.0, ips=0.0) if bar else None  # fmt: skip
             for step in range(start_step, len(batches)):
-                if self._should_stop():
+                if self.should_stop():
                     raise StopRequested(epoch, step)
                 sums += self._step(batches[step], seed=step_seed(cfg.seed, epoch, step, r.world.rank))
                 if time.perf_counter() - last_save > cfg.checkpoint_minutes * 60:
@@ -83,7 +84,7 @@ class EpochRunner:
         r.scheduler.step()
         return _step_sums(loss, logits.detach(), y, teacher_logits)
 
-    def _should_stop(self) -> bool:
+    def should_stop(self) -> bool:
         """Every rank must stop at the same step, so the flag is summed across ranks."""
         return all_sum([float(self.stop_flag)], self.run_.world)[0] > 0
 
@@ -112,7 +113,7 @@ def _step_sums(loss, logits, y, teacher_logits) -> torch.Tensor:
 
 
 @contextmanager
-def _catch_sigint(runner: EpochRunner):
+def catch_sigint(runner: EpochRunner):
     """First Ctrl-C: stop at the next step boundary with a checkpoint. Second: stop now."""
 
     def handler(signum, frame):

@@ -7,6 +7,7 @@ written after every epoch, every ``checkpoint_minutes`` and on Ctrl-C, atomicall
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,9 +19,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vitopt.models import LoadedModel
 from vitopt.train.config import TrainConfig
-from vitopt.train.distributed import World, barrier, init_world
-from vitopt.train.epoch import EpochRunner, StopRequested
-from vitopt.train.progress import append_metrics, console
+from vitopt.train.distributed import World, barrier, init_world, shutdown
+from vitopt.train.epoch import EpochRunner, StopRequested, catch_sigint
+from vitopt.train.progress import append_metrics, console, read_metrics
 from vitopt.train.state import STATE_FILE, load_state, save_state
 from vitopt.train.tensor_data import TensorImages, load_tensor_images
 from vitopt.train.validate import validate
@@ -56,9 +57,12 @@ def fit(*, model: LoadedModel, data: str | Path, out_dir: str | Path, config: Tr
                    val_data=_load_on_main_first(val_data, model, world) if val_data else None)  # fmt: skip
     _build_optimisation(run)
     epoch, step = _resume_position(run) if resume else (0, 0)
-    if not resume and world.is_main:
+    if not resume:
         _record_initial(run)
-    return _train_epochs(run, start_epoch=epoch, start_step=step, show_progress=show_progress)
+    try:
+        return _train_epochs(run, start_epoch=epoch, start_step=step, show_progress=show_progress)
+    finally:
+        shutdown(world)
 
 
 def _frozen(teacher: LoadedModel | None) -> torch.nn.Module | None:
@@ -107,14 +111,24 @@ def _resume_position(run: TrainRun) -> tuple[int, int]:
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     if run.world.is_main:
+        _drop_metrics_after(run.out_dir / METRICS_FILE, epoch=state["epoch"])
         console.print(f"resuming at epoch {state['epoch'] + 1}, step {state['step']}")
     return state["epoch"], state["step"]
 
 
+def _drop_metrics_after(path: Path, *, epoch: int) -> None:
+    """A kill after an epoch's metrics line but before its checkpoint: that epoch reruns, once."""
+    kept = [m for m in read_metrics(path) if m["epoch"] <= epoch]
+    path.write_text("".join(json.dumps(m) + "\n" for m in kept))
+
+
 def _record_initial(run: TrainRun) -> None:
-    """Before any step: the starting point every later epoch is compared with."""
-    (run.out_dir / METRICS_FILE).unlink(missing_ok=True)
-    append_metrics(run.out_dir / METRICS_FILE, {"epoch": 0, "phase": "initial", **_val_metrics(run)})
+    """Before any step: the starting point every later epoch is compared with.
+    Every rank validates (its shard; the sums meet in an all-reduce); rank 0 writes."""
+    metrics = _val_metrics(run)
+    if run.world.is_main:
+        (run.out_dir / METRICS_FILE).unlink(missing_ok=True)
+        append_metrics(run.out_dir / METRICS_FILE, {"epoch": 0, "phase": "initial", **metrics})
 
 
 def _val_metrics(run: TrainRun) -> dict[str, Any]:
@@ -130,20 +144,29 @@ def _val_metrics(run: TrainRun) -> dict[str, Any]:
 def _train_epochs(run: TrainRun, *, start_epoch: int, start_step: int, show_progress: bool) -> dict[str, Any]:
     runner = EpochRunner(run, checkpoint=lambda e, s: _checkpoint(run, e, s))
     record: dict[str, Any] = {}
-    for epoch in range(start_epoch, run.config.epochs):
-        try:
-            record = runner.run(epoch, start_step=start_step if epoch == start_epoch else 0,
-                                show_progress=show_progress and run.world.is_main)  # fmt: skip
-        except StopRequested as stop:
-            _checkpoint(run, stop.epoch, stop.step)
-            raise
-        record.update(_val_metrics(run))
-        _checkpoint(run, epoch + 1, 0)
-        if run.world.is_main:
-            append_metrics(run.out_dir / METRICS_FILE, record)
-            console.print(_epoch_line(record))
+    with catch_sigint(runner):  # also during validation and checkpointing, not only in steps
+        for epoch in range(start_epoch, run.config.epochs):
+            record = _one_epoch(run, runner, epoch, start_step=start_step if epoch == start_epoch else 0,
+                                show_progress=show_progress)  # fmt: skip
     _save_weights(run)
     return {"epochs": run.config.epochs, "last": record, "weights": str(run.out_dir / WEIGHTS_FILE)}
+
+
+def _one_epoch(run: TrainRun, runner: EpochRunner, epoch: int, *, start_step: int,
+               show_progress: bool) -> dict[str, Any]:  # fmt: skip
+    try:
+        record = runner.run(epoch, start_step=start_step, show_progress=show_progress and run.world.is_main)
+    except StopRequested as stop:
+        _checkpoint(run, stop.epoch, stop.step)
+        raise
+    record.update(_val_metrics(run))
+    if run.world.is_main:  # the line first: a kill before the checkpoint reruns (and rewrites) it
+        append_metrics(run.out_dir / METRICS_FILE, record)
+        console.print(_epoch_line(record))
+    _checkpoint(run, epoch + 1, 0)
+    if epoch + 1 < run.config.epochs and runner.should_stop():
+        raise StopRequested(epoch + 1, 0)
+    return record
 
 
 def _checkpoint(run: TrainRun, epoch: int, step: int) -> None:

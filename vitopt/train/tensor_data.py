@@ -48,7 +48,7 @@ def load_tensor_images(*, path: str | Path, spec: ModelSpec, cache: bool = True)
     if len(images) * 3 * side * side > MAX_BYTES:
         raise DataError(f"{len(images)} images at {side}px do not fit the in-memory trainer",
                         hint="train at a smaller input size or on a subset")  # fmt: skip
-    cache_file = CACHE_DIR / f"{_fingerprint(Path(path), side, spec)}.pt"
+    cache_file = CACHE_DIR / f"{_fingerprint(images, side, spec)}.pt"
     if cache and cache_file.is_file():
         data = torch.load(cache_file, weights_only=True)
         return TensorImages(images=data["images"], targets=data["targets"])
@@ -78,10 +78,14 @@ def _square(image: Image.Image, side: int) -> np.ndarray:
     return np.asarray(image.crop((left, top, left + side, top + side)), dtype=np.uint8)
 
 
-def _fingerprint(path: Path, side: int, spec: ModelSpec) -> str:
-    stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{side}|{spec.labels}|{spec.num_classes}|v1"
-    return hashlib.sha256(key.encode()).hexdigest()[:24]
+def _fingerprint(images, side: int, spec: ModelSpec) -> str:
+    """Changes when any image changes: a tar by its own size and mtime, a folder file by file."""
+    digest = hashlib.sha256(f"{images.source.resolve()}|{side}|{spec.labels}|{spec.num_classes}|v2".encode())
+    files = [images.source] if images.source.is_file() else [images.source / k for k in images.keys]
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file.name}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]
 
 
 def _save_atomic(obj, path: Path) -> None:
