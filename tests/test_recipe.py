@@ -65,13 +65,21 @@ def _error(tmp_path, text: str) -> RecipeError:
     return info.value
 
 
-def test_baseline_is_shipped_and_the_default():
-    assert "baseline" in shipped_recipes()
-    recipe = resolve_recipe(recipe=None)
+def test_baseline_is_shipped_and_a_no_op():
+    assert {"baseline", "default", "reparam"} <= set(shipped_recipes())
+    recipe = resolve_recipe(recipe="baseline")
     assert recipe.name == "baseline"
     assert [(t.format, t.precision) for t in recipe.targets] == [("onnx", "fp32")]
     assert recipe.passes == []
-    assert resolve_recipe(recipe="baseline") == recipe
+
+
+def test_default_recipe_folds_first():
+    recipe = resolve_recipe(recipe=None)
+    assert recipe.name == "default"
+    assert [p.name for p in recipe.passes][:1] == ["reparam"]
+    for name in shipped_recipes():
+        passes = [p.name for p in resolve_recipe(recipe=name).passes]
+        assert passes == [] or passes[0] == "reparam", f"{name} must fold before anything else"
 
 
 def test_baseline_loads_by_path():

@@ -16,7 +16,7 @@ from vitopt.errors import RecipeError
 from vitopt.registry import Registry
 
 # Modules that register built-in passes; imported on first use so `import vitopt` stays light.
-BUILTIN_PASS_MODULES: tuple[str, ...] = ()
+BUILTIN_PASS_MODULES: tuple[str, ...] = ("vitopt.reparam",)
 
 
 class PassOptions(BaseModel):

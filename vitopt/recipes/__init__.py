@@ -8,6 +8,7 @@ from vitopt.errors import RecipeError, did_you_mean
 from vitopt.recipe import Recipe, load_recipe, parse_recipe
 
 SHIPPED_DIR = Path(__file__).resolve().parent
+DEFAULT_RECIPE = "default"  # reparam first, so no artifact ships a foldable BatchNorm
 
 
 def shipped_recipes() -> list[str]:
@@ -16,8 +17,8 @@ def shipped_recipes() -> list[str]:
 
 def resolve_recipe(*, recipe: str | None, targets: list[str] | None = None,
                    threads: int | None = None) -> Recipe:  # fmt: skip
-    """A recipe from a path or a shipped name (default ``baseline``), with CLI overrides."""
-    loaded = load_recipe(path=_recipe_path(recipe or "baseline"))
+    """A recipe from a path or a shipped name (default ``default``), with CLI overrides."""
+    loaded = load_recipe(path=_recipe_path(recipe or DEFAULT_RECIPE))
     if targets:
         loaded = loaded.with_targets(targets)
     if threads is not None:
