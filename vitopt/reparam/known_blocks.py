@@ -16,6 +16,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from vitopt.reparam.trace import forward_with_hooks
+
 NATIVE_METHODS = ("fuse", "reparameterize", "switch_to_deploy")
 
 
@@ -72,12 +74,7 @@ class NativeFolder:
             self.inputs.setdefault(id(module), copy.deepcopy((args, kwargs)))
 
         handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in chosen]
-        try:
-            with torch.no_grad():
-                model(sample)
-        finally:
-            for handle in handles:
-                handle.remove()
+        forward_with_hooks(model, sample, handles)
 
     def _visit(self, parent: nn.Module, prefix: str) -> None:
         for name, child in list(parent.named_children()):

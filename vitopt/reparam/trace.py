@@ -69,13 +69,18 @@ def probe(model: nn.Module, sample: torch.Tensor) -> Probe:
 
     handles = [m.register_forward_pre_hook(before, with_kwargs=True) for m in model.modules()]
     handles += [m.register_forward_hook(after) for m in model.modules()]
+    forward_with_hooks(model, sample, handles)
+    return result
+
+
+def forward_with_hooks(model, sample, handles) -> None:
+    """One no-grad forward pass that the hooks observe; they are removed whatever happens."""
     try:
         with torch.no_grad():
             model(sample)
     finally:
         for handle in handles:
             handle.remove()
-    return result
 
 
 def is_builtin_leaf(module: nn.Module) -> bool:

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
+from vitopt.reparam.trace import forward_with_hooks
+
 
 @dataclass(frozen=True)
 class Equivalence:
@@ -54,12 +56,7 @@ def _record(model: nn.Module, images: torch.Tensor, skip: set[str]) -> dict[str,
         return hook
 
     handles = [m.register_forward_hook(hook_for(p)) for p, m in model.named_modules() if p not in skip]
-    try:
-        with torch.no_grad():
-            model(images)
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(model, images, handles)
     return seen
 
 
