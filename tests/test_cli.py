@@ -93,15 +93,22 @@ def test_bad_input_is_one_clear_line_and_exit_2(cli, tmp_path, case):
     assert not (tmp_path / "out" / "model.onnx").exists()
 
 
-def test_missing_backend_names_the_extra(tmp_path):
-    shadow = tmp_path / "shadow" / "onnxruntime"
+@pytest.mark.parametrize(
+    ("package", "target", "extra"),
+    [("onnxruntime", "onnx", "onnx"), ("openvino", "openvino", "openvino"), ("coremltools", "coreml", "coreml"),
+     ("onnxslim", "tensorrt", "onnx")],
+)  # fmt: skip
+def test_missing_backend_names_the_extra(package, target, extra, tmp_path):
+    shadow = tmp_path / "shadow" / package
     shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ImportError('onnxruntime is not installed here')\n")
+    (shadow / "__init__.py").write_text(f"raise ImportError('{package} is not installed here')\n")
     env = {"PYTHONPATH": str(shadow.parent), "PATH": "/usr/bin:/bin"}
-    cmd = [sys.executable, "-m", "vitopt.cli", "compress", "vitopt/tiny-vit", "--out", str(tmp_path / "o")]
+    cmd = [sys.executable, "-m", "vitopt.cli", "compress", "vitopt/tiny-vit", "--target", target,
+           "--out", str(tmp_path / "o")]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert result.returncode == 2, result.stderr
-    assert "pip install 'vitopt[onnx]'" in result.stderr and "Traceback" not in result.stderr
+    assert f"pip install 'vitopt[{extra}]'" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.count("error:") == 1 and not (tmp_path / "o").exists()
 
 
 def test_failed_run_exits_1(cli, fast_recipe_file, tmp_path):

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from vitopt.bench import BenchSettings, measure_interleaved, speedup
-from vitopt.errors import RunError
+from vitopt.errors import RunError, VerificationError
 from vitopt.evaluate import accuracy, runner_predict
 from vitopt.exporters.base import ExportedArtifact, publish
 from vitopt.formats import FORMATS
@@ -54,16 +54,13 @@ def run_target(job: TargetJob) -> dict[str, Any]:
     except RunError as err:
         return {**row, "status": "export_failed", "reason": str(err), "path": None}
     row.update(export=staged.details, size_bytes=staged.size_bytes)
-    runner_cls = fmt.runner_class()
+    runner_cls, why_not = native_runner(fmt)
+    failure = _check(job, fmt, staged=staged, runner_cls=runner_cls, row=row)
+    row.update(_publish(staged, job, ok=failure is None))
+    if failure is not None:
+        return {**row, "status": "verify_failed", "reason": failure}
     if runner_cls is None:
-        return {**row, **_publish(staged, job, ok=True), "status": "not_benchmarked",
-                "reason": f"no {fmt.runtime} runtime on this machine"}  # fmt: skip
-    runner = runner_cls(staged.main, threads=job.threads)
-    parity = _verify(job, runner)
-    row.update(parity=parity.to_dict(), fidelity=_fidelity(job, runner))
-    row.update(_publish(staged, job, ok=parity.passed))
-    if not parity.passed:
-        return {**row, "status": "verify_failed", "reason": _parity_reason(parity)}
+        return {**row, "status": "not_benchmarked", "reason": _not_run_reason(why_not, row)}
     runner = runner_cls(Path(row["path"]), threads=job.threads)  # reopen from its final place
     row.update(_measure(job, runner, runner_cls))
     if job.eval_loader is not None:
@@ -71,19 +68,58 @@ def run_target(job: TargetJob) -> dict[str, Any]:
     return row
 
 
+def native_runner(fmt) -> tuple[type | None, str | None]:
+    """The format's own runner class if it can execute here, else (None, why not)."""
+    runner_cls = fmt.runner_class()
+    if runner_cls is None:
+        return None, f"no {fmt.runtime} runtime exists for this format in vitopt"
+    reason = runner_cls.unavailable_reason()
+    return (None, reason) if reason else (runner_cls, None)
+
+
+def _check(job: TargetJob, fmt, *, staged: ExportedArtifact, runner_cls, row: dict) -> str | None:
+    """Static validation, then parity on the native runtime or the format's proxy; a failure reason or None."""
+    validate = fmt.validator_function()
+    try:
+        if validate is not None:
+            row["validation"] = validate(staged.main, spec=job.spec, precision=job.target.precision)
+    except VerificationError as err:
+        return f"{err}; the artifact was moved to rejected/ and not shipped"
+    checker_cls = runner_cls or fmt.proxy_runner_class()
+    if checker_cls is None:
+        return None
+    checker = checker_cls(staged.main, threads=job.threads)
+    parity = _verify(job, checker, fmt)
+    row.update(parity={**parity.to_dict(), "runtime": checker.runtime}, fidelity=_fidelity(job, checker))
+    return None if parity.passed else _parity_reason(parity)
+
+
+def _not_run_reason(why_not: str | None, row: dict) -> str:
+    checked = [f"parity checked on {row['parity']['runtime']}"] if row.get("parity") else []
+    checked += ["file validated (" + ", ".join(row["validation"].get("checked", [])) + ")"] if row.get("validation") else []
+    return f"{why_not}" + (f"; {' and '.join(checked)}" if checked else "")
+
+
 def _export(job: TargetJob, *, module: nn.Module, subdir: str) -> ExportedArtifact:
     fmt = FORMATS.get(job.target.format)
-    exporter = fmt.exporter_class()(fmt=fmt, precision=job.target.precision, options=job.target.options)
+    provenance = {"vitopt.recipe": job.recipe.name}
+    exporter = fmt.exporter_class()(
+        fmt=fmt, precision=job.target.precision, options=job.target.options, provenance=provenance
+    )
     staging = job.staging / subdir
     staging.mkdir(parents=True, exist_ok=True)
     return exporter.export(module, spec=job.spec, staging=staging, calibration=job.images)
 
 
-def _verify(job: TargetJob, runner):
+def _verify(job: TargetJob, runner, fmt):
     settings = job.recipe.verify
+    reference = job.candidate_logits
+    if getattr(runner, "outputs_log_probabilities", False):  # a Core ML classifier returns probabilities
+        reference = torch.log_softmax(torch.from_numpy(reference).double(), dim=1).numpy()
     return check_parity(
-        reference=job.candidate_logits, runner=runner, images=job.images,
-        max_abs_diff=settings.max_abs_diff, min_top1_agreement=settings.min_top1_agreement,
+        reference=reference, runner=runner, images=job.images,
+        max_abs_diff=fmt.tolerance(job.target.precision, fp32=settings.max_abs_diff),
+        min_top1_agreement=settings.min_top1_agreement,
     )  # fmt: skip
 
 

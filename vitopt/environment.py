@@ -27,6 +27,8 @@ _ISA_FLAGS = {
     "avx512_vnni": "avx512_vnni",
     "avx_vnni": "avx_vnni",
     "amx": "amx_tile",
+    "avx512_bf16": "avx512_bf16",
+    "amx_bf16": "amx_bf16",
     "f16c": "f16c",
     "fma": "fma",
     "sse4_2": "sse4_2",
@@ -129,6 +131,16 @@ def _physical_cores(processors: list[dict[str, str]]) -> int | None:
     }
     # VMs and ARM kernels often omit topology fields: fall back to the logical count.
     return len(cores) or os.cpu_count()
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16).
+
+    Without it PyTorch emulates bf16 autocast: measured here (AMD EPYC, AVX2 only) training the
+    CIFAR ViT ran at ~4 img/s in bf16 against ~57 img/s in fp32.
+    """
+    isa = _isa_flags(_read_cpuinfo())
+    return isa["avx512_bf16"] or isa["amx_bf16"]
 
 
 def _isa_flags(processors: list[dict[str, str]]) -> dict[str, bool]:

@@ -24,6 +24,15 @@ class Format:
     precisions: tuple[str, ...]
     file_name: str  # main artifact file inside the output directory
     packages: tuple[str, ...] = ()  # import names the exporter and runner need
+    # Where the native runtime is absent here: a runner that still checks the artifact's numbers
+    # (TensorRT's prepared ONNX on ONNX Runtime), and/or a static validator of the file itself
+    # ("module:function(path, *, spec, precision) -> dict", raising VerificationError).
+    proxy_runner: str | None = None
+    validator: str | None = None
+    probe: str | None = None  # "module:function(program, *, spec) -> list[Finding]" for `vitopt check`
+    # Parity tolerance (max abs logit diff) per precision; the recipe's verify.max_abs_diff applies to fp32.
+    tolerances: tuple[tuple[str, float], ...] = (("fp16", 5e-2), ("int8", 1.0))
+    default_precision: str = "fp32"
 
     def check_installed(self) -> None:
         """Fail before any work when a backend package is missing."""
@@ -36,12 +45,45 @@ class Format:
     def runner_class(self):
         return None if self.runner is None else _import_attr(self.runner)
 
+    def proxy_runner_class(self):
+        return None if self.proxy_runner is None else _import_attr(self.proxy_runner)
+
+    def validator_function(self):
+        return None if self.validator is None else _import_attr(self.validator)
+
+    def probe_function(self):
+        return None if self.probe is None else _import_attr(self.probe)
+
+    def tolerance(self, precision: str, *, fp32: float) -> float:
+        return dict(self.tolerances).get(precision, fp32)
+
 
 FORMATS: Registry[Format] = Registry("target")
 FORMATS.add("onnx", Format(
     name="onnx", exporter="vitopt.exporters.onnx:OnnxExporter", runtime="onnxruntime",
     runner="vitopt.runtimes.onnxruntime:OnnxRuntimeRunner", extra="onnx",
     precisions=("fp32",), file_name="model.onnx", packages=("onnx", "onnxruntime", "onnxslim"),
+))  # fmt: skip
+FORMATS.add("openvino", Format(
+    name="openvino", exporter="vitopt.exporters.openvino:OpenVinoExporter", runtime="openvino",
+    runner="vitopt.runtimes.openvino:OpenVinoRunner", extra="openvino", precisions=("fp32", "fp16"),
+    file_name="model.xml", packages=("openvino",), probe="vitopt.exporters.openvino_probe:probe",
+))  # fmt: skip
+FORMATS.add("tensorrt", Format(
+    name="tensorrt", exporter="vitopt.exporters.tensorrt:TensorRTExporter", runtime="tensorrt",
+    runner="vitopt.runtimes.tensorrt:TensorRTRunner", extra="onnx", precisions=("fp32", "fp16", "int8"),
+    # extra "onnx": what the prepared ONNX needs; tensorrt itself (extra "tensorrt") only builds and runs engines
+    file_name="model.trt.onnx", packages=("onnx", "onnxruntime", "onnxslim"),
+    proxy_runner="vitopt.runtimes.onnxruntime:OnnxRuntimeRunner", probe="vitopt.exporters.tensorrt_probe:probe",
+    # fp16/int8 only change the engine's build flags; the prepared ONNX that is checked here stays
+    # fp32 (int8: QDQ-quantised), so fp16 is held to the fp32 tolerance, int8 to int8's.
+    tolerances=(("int8", 1.0),),
+))  # fmt: skip
+FORMATS.add("coreml", Format(
+    name="coreml", exporter="vitopt.exporters.coreml:CoreMLExporter", runtime="coreml",
+    runner="vitopt.runtimes.coreml:CoreMLRunner", extra="coreml", precisions=("fp16", "fp32"),
+    file_name="model.mlpackage", packages=("coremltools",), default_precision="fp16",
+    validator="vitopt.exporters.coreml_validate:validate_mlpackage", probe="vitopt.exporters.coreml_probe:probe",
 ))  # fmt: skip
 
 

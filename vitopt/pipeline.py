@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from vitopt.artifacts import TargetJob, run_target
+from vitopt.convertibility import check_targets, raise_on_blockers
 from vitopt.data import load_batch
 from vitopt.environment import default_threads
 from vitopt.evaluate import accuracy, evaluation_loader, torch_predict
@@ -51,6 +52,9 @@ def compress(
     out_dir = Path(out_dir)
     for target in recipe.targets:
         FORMATS.get(target.format).check_installed()
+    with step("checking that every target accepts the model"):
+        findings = check_targets(module=model.module, spec=model.spec, targets=_formats(recipe))
+    raise_on_blockers(findings)  # before any pass: hours of compression for a target that rejects the model
     with step("loading calibration images"):
         images = load_batch(spec=model.spec, path=data, n=recipe.verify.n_images)
     original = copy.deepcopy(model.module).eval()
@@ -64,6 +68,7 @@ def compress(
         model=model, original=original, candidate=candidate, passes=pass_records,
         artifacts=rows, baseline=baseline, recipe=recipe, threads=_threads(recipe),
     )  # fmt: skip
+    report["convertibility"] = {t: [f.to_dict() for f in fs] for t, fs in findings.items()}
     write_report(report, out_dir=out_dir)
     return report
 
@@ -118,6 +123,10 @@ def _run_targets(model: LoadedModel, *, candidate, original, recipe, images, out
 
 def _for(job: TargetJob, target) -> TargetJob:
     return replace(job, target=target)
+
+
+def _formats(recipe: Recipe) -> list[str]:
+    return list(dict.fromkeys(t.format for t in recipe.targets))
 
 
 def _threads(recipe: Recipe) -> int:

@@ -39,8 +39,15 @@ class PassStep(_Strict):
 
 class Target(_Strict):
     format: str
-    precision: Precision = "fp32"
+    precision: Precision = "fp32"  # when omitted: the format's default (fp16 for Core ML)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_default_precision(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "precision" not in data and data.get("format") in FORMATS:
+            return {**data, "precision": FORMATS.get(data["format"]).default_precision}
+        return data
 
     @model_validator(mode="after")
     def _known_format_and_precision(self) -> Target:

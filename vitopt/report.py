@@ -18,6 +18,7 @@ from vitopt.recipe import Recipe
 
 SCHEMA = "vitopt.report/1"
 FAILED_STATUSES = ("export_failed", "verify_failed")
+RUNTIME_PACKAGES = ("torch", "onnxruntime", "openvino", "coremltools", "tensorrt")
 
 
 def build_report(
@@ -74,6 +75,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         *[f"> **Notice:** {n}" for n in report["notices"]],
         *_passes_md(report["passes"]),
         *_artifacts_md(report),
+        *_convertibility_md(report.get("convertibility") or {}),
         *_environment_md(report["environment"]),
     ]
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
@@ -125,9 +127,15 @@ def _baseline_md(baseline: dict[str, Any]) -> list[str]:
     return ["", f"Unmodified PyTorch model: top-1 {acc['top1']:.4f} on {acc['n_images']} images.", ""]
 
 
+def _convertibility_md(findings: dict[str, list]) -> list[str]:
+    """What each target needed rewritten (blockers never get here: compress stops first)."""
+    rows = [f"- **{target}** {f['op']}: {f['detail']} -> {f['rewrite']}" for target, fs in findings.items() for f in fs]
+    return ["", "## Rewrites for the targets", "", *rows] if rows else []
+
+
 def _environment_md(env: dict[str, Any]) -> list[str]:
     isa = ", ".join(k for k, v in env.get("isa", {}).items() if v) or "unknown"
-    versions = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v and k in ("torch", "onnxruntime"))
+    versions = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v and k in RUNTIME_PACKAGES)
     return ["", "## Environment", "", f"{env.get('cpu_model')} ({env.get('threads')} threads; ISA: {isa}); {versions}."]
 
 

@@ -13,7 +13,7 @@ app = typer.Typer(
     help="Compress, export, verify and measure vision transformers.",
 )  # fmt: skip
 
-from vitopt.cli import export_cmds, train_cmds  # noqa: E402,F401  (register the commands)
+from vitopt.cli import check_cmds, export_cmds, train_cmds  # noqa: E402,F401  (register the commands)
 
 
 def main() -> None:

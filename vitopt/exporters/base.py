@@ -35,16 +35,26 @@ class ExportedArtifact:
 
     @property
     def size_bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.files)
+        return sum(path_size(f) for f in self.files)
+
+
+def path_size(path: Path) -> int:
+    """Bytes in a file, or in every file under a directory (a Core ML .mlpackage)."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
 
 
 class Exporter(ABC):
     """Turns a module into an artifact for one format and precision."""
 
-    def __init__(self, *, fmt: Format, precision: str, options: dict[str, Any]) -> None:
+    def __init__(
+        self, *, fmt: Format, precision: str, options: dict[str, Any], provenance: dict[str, str] | None = None
+    ) -> None:
         self.fmt = fmt
         self.precision = precision
         self.options = self.Options.model_validate(options)
+        self.provenance = dict(provenance or {})  # e.g. the recipe's name, stored in artifact metadata
 
     Options: Any  # a pydantic model of this exporter's options, set by subclasses
 
@@ -71,13 +81,27 @@ def staging_dir(out_dir: Path) -> Iterator[Path]:
 
 
 def publish(artifact: ExportedArtifact, *, out_dir: Path) -> ExportedArtifact:
-    """Move verified files into ``out_dir`` atomically, replacing older versions."""
-    moved = []
-    for file in artifact.files:
-        target = out_dir / file.name
-        os.replace(file, target)
-        moved.append(target)
+    """Move verified files into ``out_dir`` atomically, replacing older versions.
+
+    Files go in list order and the main file last, so a reader that finds the main file
+    (an OpenVINO .xml) finds its companions (the .bin) already in place.
+    """
+    ordered = [f for f in artifact.files if f != artifact.main] + [artifact.main]
+    moved = [_replace(file, out_dir / file.name) for file in ordered]
     return ExportedArtifact(files=moved, main=out_dir / artifact.main.name, details=artifact.details)
+
+
+def _replace(source: Path, target: Path) -> Path:
+    """``os.replace``; a directory (.mlpackage) cannot replace a non-empty one, so the old one
+    is first renamed aside and removed only after the new one is in place."""
+    if source.is_dir() and target.exists():
+        aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, aside / target.name)
+        os.replace(source, target)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(source, target)
+    return target
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:

@@ -46,13 +46,17 @@ class OnnxExporter(Exporter):
         return ExportedArtifact(files=[path], main=path, details=details)
 
 
-def export_onnx(module: nn.Module, *, spec: ModelSpec, path: Path, options: OnnxOptions) -> str:
-    """Export with the requested exporter; 'auto' tries torch.export first. Returns which ran."""
+def export_onnx(module: nn.Module, *, spec: ModelSpec, path: Path, options: OnnxOptions, batch: int = 2) -> str:
+    """Export with the requested exporter; 'auto' tries torch.export first. Returns which ran.
+
+    ``batch`` is the example's batch size: with a dynamic batch keep it above 1 (a size-1
+    dimension would be specialised); with a static batch it is the batch the graph fixes.
+    """
     order = ["dynamo", "torchscript"] if options.exporter == "auto" else [options.exporter]
     failures = []
     for kind in order:
         try:
-            _export_with(kind, module, spec=spec, path=path, options=options)
+            _export_with(kind, module, spec=spec, path=path, options=options, batch=batch)
             return kind
         except Exception as err:  # exporters raise many error types; keep each cause
             failures.append(f"{kind}: {' '.join(str(err).split())[:300]}")
@@ -60,8 +64,8 @@ def export_onnx(module: nn.Module, *, spec: ModelSpec, path: Path, options: Onnx
     raise ExportError("ONNX export failed: " + " | ".join(failures))
 
 
-def _export_with(kind: str, module: nn.Module, *, spec: ModelSpec, path: Path, options) -> None:
-    example = (torch.zeros(spec.batch_shape(2)),)  # batch 2: a size-1 dim would be specialised
+def _export_with(kind: str, module: nn.Module, *, spec: ModelSpec, path: Path, options, batch: int) -> None:
+    example = (torch.zeros(spec.batch_shape(batch)),)
     common = dict(opset_version=options.opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")

@@ -17,6 +17,11 @@ class Runner(ABC):
         self.path = Path(path)
         self.threads = threads
 
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why this runtime cannot execute anything on this machine (None: it can)."""
+        return None
+
     @abstractmethod
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Logits [N, classes] for a float32 batch [N, C, H, W]."""
@@ -30,4 +35,16 @@ class Runner(ABC):
         return None
 
     def run_in_chunks(self, batch: np.ndarray, *, chunk: int = 16) -> np.ndarray:
-        return np.concatenate([self.run(batch[i : i + chunk]) for i in range(0, len(batch), chunk)])
+        """Run a batch of any size; an artifact with a fixed batch gets exactly that many
+        images per call (the last chunk padded by repeating its final image)."""
+        fixed = self.input_shape()[0]
+        if not isinstance(fixed, int) or fixed <= 0:
+            return np.concatenate([self.run(batch[i : i + chunk]) for i in range(0, len(batch), chunk)])
+        outputs = [self.run(_pad(batch[i : i + fixed], fixed))[: len(batch[i : i + fixed])]
+                   for i in range(0, len(batch), fixed)]  # fmt: skip
+        return np.concatenate(outputs)
+
+
+def _pad(batch: np.ndarray, size: int) -> np.ndarray:
+    missing = size - len(batch)
+    return batch if missing == 0 else np.concatenate([batch, np.repeat(batch[-1:], missing, axis=0)])

@@ -8,6 +8,7 @@ written after every epoch, every ``checkpoint_minutes`` and on Ctrl-C, atomicall
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from vitopt.train.tensor_data import TensorImages, load_tensor_images
 from vitopt.train.validate import validate
 
 METRICS_FILE, WEIGHTS_FILE = "metrics.jsonl", "model.safetensors"
+
+log = logging.getLogger("vitopt")
 
 
 @dataclass
@@ -51,6 +54,7 @@ def fit(*, model: LoadedModel, data: str | Path, out_dir: str | Path, config: Tr
         show_progress: bool = True) -> dict[str, Any]:  # fmt: skip
     """Train ``model`` in place on ``data`` (with KD from ``teacher`` if given). Returns a summary."""
     world = init_world()
+    _warn_if_bf16_is_emulated(config)
     torch.manual_seed(config.seed)
     run = TrainRun(model=model, config=config, out_dir=Path(out_dir), world=world,
                    train_data=_load_on_main_first(data, model, world), teacher=_frozen(teacher),
@@ -63,6 +67,14 @@ def fit(*, model: LoadedModel, data: str | Path, out_dir: str | Path, config: Tr
         return _train_epochs(run, start_epoch=epoch, start_step=step, show_progress=show_progress)
     finally:
         shutdown(world)
+
+
+def _warn_if_bf16_is_emulated(config: TrainConfig) -> None:
+    from vitopt.environment import native_bf16
+
+    if config.bf16 and not native_bf16():
+        log.warning("bf16 autocast on a CPU without AVX512-BF16 or AMX is emulated and far slower than fp32 "
+                    "(measured ~14x on an AVX2-only CPU): consider training without --bf16")  # fmt: skip
 
 
 def _frozen(teacher: LoadedModel | None) -> torch.nn.Module | None:

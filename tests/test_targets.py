@@ -1,0 +1,61 @@
+"""compress() to every target at once: one honest row per target, and a fast failure before any work."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import fast_recipe_dict
+from tests.exporters.families import FAMILIES, load_family
+from vitopt.errors import UnsupportedOptionError
+from vitopt.models import load_model
+from vitopt.pipeline import compress
+from vitopt.recipe import parse_recipe
+from vitopt.runtimes.tensorrt import TensorRTRunner
+
+pytestmark = [pytest.mark.onnx, pytest.mark.openvino]
+SWIN = next(row for row in FAMILIES if row[0] == "swin")
+
+
+def _recipe(*formats: str):
+    return parse_recipe(fast_recipe_dict(targets=[{"format": f} for f in formats]))
+
+
+@pytest.fixture(scope="module")
+def swin_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("swin")
+    model = load_family(*SWIN[1:])
+    return compress(model=model, recipe=_recipe("onnx", "openvino", "tensorrt"), out_dir=out), out
+
+
+def test_every_target_gets_one_row_with_an_honest_status(swin_report):
+    report, out = swin_report
+    rows = {row["target"]: row for row in report["artifacts"]}
+    assert list(rows) == ["onnx", "openvino", "tensorrt"]
+    for name in ("onnx", "openvino"):
+        assert rows[name]["status"] == "ok", rows[name]
+        assert rows[name]["parity"]["max_abs_diff"] < 1e-3 and rows[name]["speedup"] > 0
+    trt = rows["tensorrt"]
+    assert trt["status"] == "not_benchmarked"
+    assert trt["reason"].startswith(TensorRTRunner.unavailable_reason()) and "parity checked on onnxruntime" in trt["reason"]
+    assert trt["parity"]["runtime"] == "onnxruntime" and trt["parity"]["passed"]
+    assert {p.name for p in out.iterdir()} >= {"model.onnx", "model.xml", "model.bin", "model.trt.onnx",
+                                               "model.trt.manifest.json", "report.json", "report.md"}  # fmt: skip
+
+
+def test_report_lists_what_each_target_needed_rewritten(swin_report):
+    report, out = swin_report
+    assert set(report["convertibility"]) == {"onnx", "openvino", "tensorrt"}
+    assert any(f["op"] == "dynamic batch" for f in report["convertibility"]["tensorrt"])
+    assert "| tensorrt | fp32 | not_benchmarked |" in (out / "report.md").read_text()
+
+
+def test_a_target_that_rejects_the_model_fails_before_any_work(tmp_path):
+    model = load_model(name="tests/fixtures/user_models.py:spectral_head", spec_overrides={"input_size": (3, 8, 8)})
+    with pytest.raises(UnsupportedOptionError, match=r"tensorrt: aten\._fft_r2c .*DFT"):
+        compress(model=model, recipe=_recipe("onnx", "tensorrt"), out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_format_default_precision_applies_when_omitted():
+    assert parse_recipe(fast_recipe_dict(targets=[{"format": "coreml"}])).targets[0].precision == "fp16"
+    assert parse_recipe(fast_recipe_dict(targets=[{"format": "openvino"}])).targets[0].precision == "fp32"

@@ -1,0 +1,62 @@
+"""``vitopt check``: will each target accept the model, and what will vitopt rewrite on export?"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from vitopt.cli import app
+from vitopt.cli.options import Checkpoint, Debug, InputSize, JsonOut, Labels, Mean, ModelArg, ModelName, Std, Trust
+from vitopt.cli.support import console, handle_errors, load_for_cli, out, step
+
+
+@app.command()
+@handle_errors
+def check(
+    model: ModelName,
+    target: Annotated[Optional[list[str]], typer.Option("--target", "-t", help="Target to check (repeatable; "
+                      "default: every target).")] = None,  # fmt: skip
+    checkpoint: Checkpoint = None, trust_checkpoint: Trust = False,
+    input_size: InputSize = None, mean: Mean = None, std: Std = None, labels: Labels = None,
+    model_arg: ModelArg = None, json_out: JsonOut = None, debug: Debug = False,
+) -> None:  # fmt: skip
+    """Trace the model once and list, per target, what it rejects and the rewrites vitopt applies.
+
+    Exit code 0 when every target accepts the model (possibly after vitopt's rewrites), 1 when
+    some target would reject it, 2 for bad input.
+    """
+    from vitopt.convertibility import blockers, check_targets
+    from vitopt.formats import FORMATS
+
+    targets = target or FORMATS.names()
+    for name in targets:
+        FORMATS.get(name)  # an unknown target fails here, with a did-you-mean
+    loaded = load_for_cli(model, checkpoint=checkpoint, trust=trust_checkpoint, model_args=model_arg,
+                          input_size=input_size, mean=mean, std=std, labels=labels)  # fmt: skip
+    with step("tracing the model and asking each target"):
+        findings = check_targets(module=loaded.module, spec=loaded.spec, targets=targets)
+    probed = {name for name in targets if FORMATS.get(name).probe}
+    out.print(_table(findings, model=loaded.spec.name, probed=probed))
+    if json_out:
+        json_out.write_text(json.dumps({t: [f.to_dict() for f in fs] for t, fs in findings.items()}, indent=2) + "\n")
+    blocked = blockers(findings)
+    if blocked:
+        console.print(f"[bold red]not convertible for {', '.join(blocked)}[/]: see the rows marked 'rejects'")
+        raise typer.Exit(1)
+
+
+def _table(findings: dict, *, model: str, probed: set[str]) -> Table:
+    table = Table(title=f"convertibility of {model}", show_lines=False)
+    for column in ("target", "verdict", "op / pattern", "where and why", "what vitopt does"):
+        table.add_column(column, overflow="fold")
+    for target, items in findings.items():
+        if not items:
+            why = "nothing this target rejects" if target in probed else "no rules for this target: the export will tell"
+            table.add_row(target, "ok" if target in probed else "not probed", "-", why, "-")
+        for f in items:
+            verdict = "[red]rejects[/]" if f.blocking else "[yellow]rewritten[/]"
+            table.add_row(target, verdict, f.op, f.detail, f.rewrite or "[red]nothing: it blocks the export[/]")
+    return table
