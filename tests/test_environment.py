@@ -53,6 +53,8 @@ def test_isa_values_are_bools():
         "avx512_vnni",
         "avx_vnni",
         "amx",
+        "avx512_bf16",
+        "amx_bf16",
         "f16c",
         "fma",
         "sse4_2",

@@ -10,9 +10,10 @@ from vitopt.errors import UnsupportedOptionError
 from vitopt.models import load_model
 from vitopt.pipeline import compress
 from vitopt.recipe import parse_recipe
+from vitopt.runtimes.coreml import CoreMLRunner
 from vitopt.runtimes.tensorrt import TensorRTRunner
 
-pytestmark = [pytest.mark.onnx, pytest.mark.openvino]
+pytestmark = [pytest.mark.onnx, pytest.mark.openvino, pytest.mark.coreml]
 SWIN = next(row for row in FAMILIES if row[0] == "swin")
 
 
@@ -24,27 +25,40 @@ def _recipe(*formats: str):
 def swin_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("swin")
     model = load_family(*SWIN[1:])
-    return compress(model=model, recipe=_recipe("onnx", "openvino", "tensorrt"), out_dir=out), out
+    return compress(model=model, recipe=_recipe("onnx", "openvino", "tensorrt", "coreml"), out_dir=out), out
 
 
 def test_every_target_gets_one_row_with_an_honest_status(swin_report):
     report, out = swin_report
     rows = {row["target"]: row for row in report["artifacts"]}
-    assert list(rows) == ["onnx", "openvino", "tensorrt"]
+    assert list(rows) == ["onnx", "openvino", "tensorrt", "coreml"]
     for name in ("onnx", "openvino"):
         assert rows[name]["status"] == "ok", rows[name]
         assert rows[name]["parity"]["max_abs_diff"] < 1e-3 and rows[name]["speedup"] > 0
     trt = rows["tensorrt"]
     assert trt["status"] == "not_benchmarked"
-    assert trt["reason"].startswith(TensorRTRunner.unavailable_reason()) and "parity checked on onnxruntime" in trt["reason"]
+    assert trt["reason"].startswith(TensorRTRunner.unavailable_reason())
+    assert "parity checked on onnxruntime" in trt["reason"]
     assert trt["parity"]["runtime"] == "onnxruntime" and trt["parity"]["passed"]
     assert {p.name for p in out.iterdir()} >= {"model.onnx", "model.xml", "model.bin", "model.trt.onnx",
-                                               "model.trt.manifest.json", "report.json", "report.md"}  # fmt: skip
+                                               "model.trt.manifest.json", "model.fp16.mlpackage", "report.json",
+                                               "report.md"}  # fmt: skip
+
+
+@pytest.mark.skipif(CoreMLRunner.unavailable_reason() is None, reason="Core ML runs here: the package is measured")
+def test_core_ml_row_says_why_it_was_not_run_and_what_was_checked(swin_report):
+    report, _ = swin_report
+    (row,) = [row for row in report["artifacts"] if row["target"] == "coreml"]
+    assert row["status"] == "not_benchmarked" and row["precision"] == "fp16"
+    assert row["reason"].startswith(CoreMLRunner.unavailable_reason()) and "file validated (ML program" in row["reason"]
+    assert row["export"]["permutes_lowered"] > 0 and "max rank 5" in " ".join(row["validation"]["checked"])
 
 
 def test_report_lists_what_each_target_needed_rewritten(swin_report):
     report, out = swin_report
-    assert set(report["convertibility"]) == {"onnx", "openvino", "tensorrt"}
+    assert set(report["convertibility"]) == {"onnx", "openvino", "tensorrt", "coreml"}
+    coreml_ops = {f["op"] for f in report["convertibility"]["coreml"]}
+    assert coreml_ops == {"aten.alias", "aten.roll", "rank > 5 reshape/permute"}
     assert any(f["op"] == "dynamic batch" for f in report["convertibility"]["tensorrt"])
     assert "| tensorrt | fp32 | not_benchmarked |" in (out / "report.md").read_text()
 

@@ -96,7 +96,8 @@ def _check(job: TargetJob, fmt, *, staged: ExportedArtifact, runner_cls, row: di
 
 def _not_run_reason(why_not: str | None, row: dict) -> str:
     checked = [f"parity checked on {row['parity']['runtime']}"] if row.get("parity") else []
-    checked += ["file validated (" + ", ".join(row["validation"].get("checked", [])) + ")"] if row.get("validation") else []
+    if row.get("validation"):
+        checked.append("file validated (" + ", ".join(row["validation"].get("checked", [])) + ")")
     return f"{why_not}" + (f"; {' and '.join(checked)}" if checked else "")
 
 

@@ -34,12 +34,14 @@ class Finding:
 
 
 def trace_for_check(module: nn.Module, *, spec: ModelSpec) -> torch.export.ExportedProgram:
-    """One ``torch.export`` trace (batch 2, eval mode), decomposed to the core aten op set."""
+    """One ``torch.export`` trace (batch 2, eval mode) in the ATen dialect, functional but not
+    decomposed: the graph the Core ML exporter converts. A probe that reasons about the core
+    ATen op set reads :func:`core_aten` of it."""
     example = (torch.zeros(spec.batch_shape(2)),)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.export.export(module.eval(), example, strict=False)
-        return program.run_decompositions()
+        return program.run_decompositions({})
 
 
 def check_targets(*, module: nn.Module, spec: ModelSpec, targets: list[str]) -> dict[str, list[Finding]]:
@@ -78,6 +80,16 @@ def raise_on_blockers(findings: dict[str, list[Finding]]) -> None:
         "the model cannot be converted for " + ", ".join(blocked) + ": " + "; ".join(lines),
         hint="run `vitopt check MODEL --target T` for the full list, or drop that target",
     )
+
+
+def core_aten(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """The program decomposed to the core ATen op set, computed once and shared by the probes
+    whose op tables are written in core ATen (ONNX export and OpenVINO decompose to it)."""
+    if not hasattr(program, "_vitopt_core_aten"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program._vitopt_core_aten = program.run_decompositions()
+    return program._vitopt_core_aten
 
 
 def aten_nodes(program: torch.export.ExportedProgram):

@@ -25,7 +25,8 @@ class ExporterContract:
 
     def export(self, model, tmp_path, *, precision: str = "fp32", **options) -> ExportedArtifact:
         fmt = FORMATS.get(self.target)
-        exporter = fmt.exporter_class()(fmt=fmt, precision=precision, options=options, provenance={"vitopt.recipe": "t"})
+        provenance = {"vitopt.recipe": "t"}
+        exporter = fmt.exporter_class()(fmt=fmt, precision=precision, options=options, provenance=provenance)
         images = load_batch(spec=model.spec, n=self.n_images)
         return exporter.export(model.module, spec=model.spec, staging=tmp_path, calibration=images)
 

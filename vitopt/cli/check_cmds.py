@@ -12,13 +12,14 @@ from vitopt.cli import app
 from vitopt.cli.options import Checkpoint, Debug, InputSize, JsonOut, Labels, Mean, ModelArg, ModelName, Std, Trust
 from vitopt.cli.support import console, handle_errors, load_for_cli, out, step
 
+TARGET_HELP = "Target to check (repeatable; default: every target)."
+
 
 @app.command()
 @handle_errors
 def check(
     model: ModelName,
-    target: Annotated[Optional[list[str]], typer.Option("--target", "-t", help="Target to check (repeatable; "
-                      "default: every target).")] = None,  # fmt: skip
+    target: Annotated[Optional[list[str]], typer.Option("--target", "-t", help=TARGET_HELP)] = None,
     checkpoint: Checkpoint = None, trust_checkpoint: Trust = False,
     input_size: InputSize = None, mean: Mean = None, std: Std = None, labels: Labels = None,
     model_arg: ModelArg = None, json_out: JsonOut = None, debug: Debug = False,
@@ -54,7 +55,7 @@ def _table(findings: dict, *, model: str, probed: set[str]) -> Table:
         table.add_column(column, overflow="fold")
     for target, items in findings.items():
         if not items:
-            why = "nothing this target rejects" if target in probed else "no rules for this target: the export will tell"
+            why = "nothing this target rejects" if target in probed else "no rules for this target: export will tell"
             table.add_row(target, "ok" if target in probed else "not probed", "-", why, "-")
         for f in items:
             verdict = "[red]rejects[/]" if f.blocking else "[yellow]rewritten[/]"

@@ -26,12 +26,13 @@ from vitopt.cli.options import (
 )  # fmt: skip
 from vitopt.cli.support import console, handle_errors, load_for_cli, out, step
 
+TARGETS_HELP = "onnx, openvino, coreml or tensorrt (repeatable)."
 
 @app.command()
 @handle_errors
 def compress(
     model: Annotated[Optional[str], typer.Argument(help=MODEL_HELP)] = None,
-    target: Annotated[Optional[list[str]], typer.Option("--target", "-t", help="onnx, openvino, coreml or tensorrt (repeatable).")] = None,
+    target: Annotated[Optional[list[str]], typer.Option("--target", "-t", help=TARGETS_HELP)] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("vitopt-out"),
     recipe: Annotated[Optional[str], typer.Option(help="Recipe YAML path or shipped name (baseline).")] = None,
     checkpoint: Checkpoint = None, trust_checkpoint: Trust = False,

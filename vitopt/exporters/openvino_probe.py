@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from vitopt.convertibility import Finding, aten_nodes, summarise
+from vitopt.convertibility import Finding, aten_nodes, core_aten, summarise
 from vitopt.formats import require
 from vitopt.spec import ModelSpec
 
@@ -22,7 +22,7 @@ def probe(program, *, spec: ModelSpec) -> list[Finding]:
 
     support = OperatorSupport(None)
     unsupported: dict[str, list] = defaultdict(list)
-    for node, name in aten_nodes(program):
+    for node, name in aten_nodes(core_aten(program)):  # the core ATen ops its table lists
         if not support.is_node_supported({}, node):
             unsupported[name].append(node)
     return [

@@ -11,7 +11,7 @@ from collections import defaultdict
 
 import torch
 
-from vitopt.convertibility import Finding, aten_nodes, summarise
+from vitopt.convertibility import Finding, aten_nodes, core_aten, summarise
 from vitopt.spec import ModelSpec
 
 # aten op -> the ONNX operator it lowers to, which TensorRT's parser does not support
@@ -29,7 +29,7 @@ def probe(program, *, spec: ModelSpec) -> list[Finding]:
     found = [Finding(target="tensorrt", op="dynamic batch", detail="TensorRT engines need shapes fixed at build time",
                      rewrite=SHAPES)]  # fmt: skip
     rejected, float64 = defaultdict(list), []
-    for node, name in aten_nodes(program):
+    for node, name in aten_nodes(core_aten(program)):
         if name in REJECTED:
             rejected[name].append(node)
         if _dtype(node) == torch.float64:

@@ -50,8 +50,8 @@ class OpenVinoRunner(Runner):
 
 
 def _cpu_config(threads: int | None) -> dict:
-    # This CPU has AMX, where OpenVINO's default inference precision is bf16: an fp32 model
-    # would silently run in bf16 and fail parity. Pin f32; fp16 IR only compresses storage.
+    # On CPUs with AMX or AVX512-BF16 OpenVINO's default inference precision is bf16: an fp32
+    # model would silently run in bf16 and fail parity. Pin f32; fp16 IR only compresses storage.
     config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads

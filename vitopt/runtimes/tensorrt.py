@@ -34,7 +34,8 @@ class TensorRTRunner(Runner):
         trt = require("tensorrt", extra="tensorrt", feature="running TensorRT engines")
         engine_path = self.path.with_name(self.path.name.removesuffix(".onnx") + ".plan")
         if not engine_path.is_file():
-            raise InputError(f"no TensorRT engine next to {str(path)!r}", hint="build it with the manifest's trtexec line")
+            hint = "build it with the manifest's trtexec line"
+            raise InputError(f"no TensorRT engine next to {str(path)!r}", hint=hint)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
         self.context = self.engine.create_execution_context()

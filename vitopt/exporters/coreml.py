@@ -1,0 +1,145 @@
+"""Core ML ML-program packages (``model.mlpackage``) via coremltools.
+
+The package takes an image, not a tensor: ``ct.ImageType`` scales pixels to [0, 1] and the
+model's own mean/std normalisation runs inside the graph (Core ML's image scale is one
+number for all channels, so per-channel std cannot live in the input description). An app
+hands it a ``CVPixelBuffer`` and gets class labels and probabilities back (a classifier,
+labels from the model spec or class indices) or raw logits (``classifier: false``).
+
+The graph comes from ``torch.export`` with the rewrites of ``coreml_rewrites`` (rank <= 5,
+roll as slices); where export fails, from ``torch.jit.trace`` (``source`` in the details).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from vitopt import __version__
+from vitopt.errors import ExportError
+from vitopt.exporters.base import ExportedArtifact, Exporter
+from vitopt.exporters.coreml_rewrites import prepare_program
+from vitopt.formats import require
+from vitopt.spec import ModelSpec
+
+log = logging.getLogger("vitopt")
+INPUT_NAME, LABEL_NAME, PROBABILITIES_NAME, LOGITS_NAME = "image", "classLabel", "classProbabilities", "logits"
+PARAMETERS_KEY = "vitopt.parameters"  # the source model's parameter count, checked by the validator
+
+
+def load_coremltools(feature: str):
+    """coremltools, imported without its import-time log lines: off macOS it logs one warning
+    per native proxy it cannot load (eight lines) and one per untested torch or scikit-learn
+    version, none of which is about the user's model (the report records the versions)."""
+    logger = logging.getLogger("coremltools")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return require("coremltools", extra="coreml", feature=feature)
+    finally:
+        logger.setLevel(level)
+
+
+class CoreMLOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    minimum_deployment_target: Literal["iOS16", "iOS17", "iOS18"] = "iOS16"
+    classifier: bool = True  # class labels + probabilities; False: a "logits" multi-array
+    source: Literal["auto", "export", "trace"] = "auto"
+    author: str = "vitopt"
+    license: str | None = None
+
+
+class PixelsToOutputs(nn.Module):
+    """What the package computes: pixels in [0, 1] -> normalise -> model -> (softmax)."""
+
+    def __init__(self, model: nn.Module, *, spec: ModelSpec, softmax: bool) -> None:
+        super().__init__()
+        self.model, self.softmax = model, softmax
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(spec.std).view(1, -1, 1, 1))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:  # "image" names the package's input
+        logits = self.model((image - self.mean) / self.std)
+        return torch.softmax(logits, dim=1) if self.softmax else logits
+
+
+class CoreMLExporter(Exporter):
+    Options = CoreMLOptions
+
+    def export(
+        self, module: nn.Module, *, spec: ModelSpec, staging: Path, calibration: torch.Tensor
+    ) -> ExportedArtifact:
+        ct = load_coremltools("Core ML export")
+        wrapped = PixelsToOutputs(module.eval(), spec=spec, softmax=self.options.classifier).eval()
+        mlmodel, details = self._convert(ct, wrapped, spec=spec)
+        self._describe(mlmodel, spec=spec, parameters=sum(p.numel() for p in module.parameters()))
+        path = staging / self.artifact_name()
+        mlmodel.save(str(path))
+        details |= {"compute_precision": self.precision, "target": self.options.minimum_deployment_target,
+                    "classifier": self.options.classifier}  # fmt: skip
+        return ExportedArtifact(files=[path], main=path, details=details)
+
+    def _convert(self, ct, wrapped: nn.Module, *, spec: ModelSpec):
+        order = ["export", "trace"] if self.options.source == "auto" else [self.options.source]
+        failures = []
+        for source in order:
+            try:
+                with warnings.catch_warnings(), torch.no_grad():
+                    warnings.simplefilter("ignore")
+                    return self._convert_from(ct, source, wrapped, spec=spec)
+            except Exception as err:  # coremltools raises many error types; keep each cause
+                failures.append(f"{source}: {type(err).__name__}: {' '.join(str(err).split())[:300]}")
+                log.info("Core ML conversion from %s failed: %s", source, failures[-1])
+        raise ExportError("Core ML conversion failed: " + " | ".join(failures))
+
+    def _convert_from(self, ct, source: str, wrapped: nn.Module, *, spec: ModelSpec):
+        example = torch.rand(spec.batch_shape(1))  # pixels as ImageType hands them over
+        if source == "export":
+            program, rewrites = prepare_program(wrapped, example=example)
+            if rewrites.above_rank_5:
+                raise ExportError(f"tensors above rank 5 remain at {', '.join(rewrites.above_rank_5[:5])}")
+            return ct.convert(program, **self._convert_kwargs(ct, spec=spec)), {"source": source, **rewrites.counts()}
+        traced = torch.jit.trace(wrapped, example)
+        return ct.convert(traced, **self._convert_kwargs(ct, spec=spec)), {"source": source}
+
+    def _convert_kwargs(self, ct, *, spec: ModelSpec) -> dict:
+        precision = ct.precision.FLOAT16 if self.precision == "fp16" else ct.precision.FLOAT32
+        kwargs = {
+            "inputs": [_input_type(ct, spec)], "convert_to": "mlprogram", "compute_precision": precision,
+            "minimum_deployment_target": getattr(ct.target, self.options.minimum_deployment_target),
+            "skip_model_load": True,  # nothing can load it off macOS; the validator reads the spec instead
+        }  # fmt: skip
+        if self.options.classifier:
+            labels = list(spec.labels) if spec.labels else list(range(spec.num_classes))
+            kwargs["classifier_config"] = ct.ClassifierConfig(
+                labels, predicted_feature_name=LABEL_NAME, predicted_probabilities_output=PROBABILITIES_NAME
+            )
+        kwargs["outputs"] = [ct.TensorType(name=PROBABILITIES_NAME if self.options.classifier else LOGITS_NAME)]
+        return kwargs
+
+    def _describe(self, mlmodel, *, spec: ModelSpec, parameters: int) -> None:
+        _, height, width = spec.input_size
+        mlmodel.author, mlmodel.version = self.options.author, __version__
+        mlmodel.short_description = f"{spec.name}: {spec.num_classes}-class image classifier, exported by vitopt"
+        if self.options.license:
+            mlmodel.license = self.options.license
+        mlmodel.input_description[INPUT_NAME] = f"{width}x{height} image; normalised inside the model"
+        metadata = {"vitopt.spec": spec.to_json(), "vitopt.version": __version__, PARAMETERS_KEY: str(parameters),
+                    **{key: str(value) for key, value in self.provenance.items()}}  # fmt: skip
+        mlmodel.user_defined_metadata.update(metadata)
+
+
+def _input_type(ct, spec: ModelSpec):
+    """An image input where Core ML has a colour layout for the channel count, else a tensor."""
+    layouts = {3: ct.colorlayout.RGB, 1: ct.colorlayout.GRAYSCALE}
+    shape = spec.batch_shape(1)
+    if spec.input_size[0] not in layouts:
+        log.warning("Core ML images have 1 or 3 channels; %d-channel input stays a tensor", spec.input_size[0])
+        return ct.TensorType(name=INPUT_NAME, shape=shape)
+    return ct.ImageType(name=INPUT_NAME, shape=shape, scale=1 / 255.0, color_layout=layouts[spec.input_size[0]])
