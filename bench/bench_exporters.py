@@ -1,9 +1,12 @@
-"""OpenVINO vs ONNX Runtime on the CPU, and what fp16-compressed OpenVINO weights cost or save.
+"""OpenVINO vs ONNX Runtime on the CPU, what fp16-compressed OpenVINO weights cost or save, and
+what the targets without a runtime here (Core ML, TensorRT) cost to produce and check.
 
 For each model: export to ONNX and to OpenVINO IR (fp32 and fp16 weights), check parity on
 real images, then measure two interleaved pairs in the same run, as `compress` does:
   - ORT fp32 vs OpenVINO fp32 (which CPU runtime to ship),
   - OpenVINO fp32 vs OpenVINO fp16 weights (compute stays f32 on CPU; only storage halves).
+Then per model: Core ML packages (fp16, fp32) with their conversion time, size, rewrites and the
+Linux validation, and the TensorRT-prepared ONNX with its parity on ONNX Runtime.
 Usage: .venv/bin/python bench/bench_exporters.py [--models deit_tiny_patch16_224 ...] [--min-time 5]
 """
 
@@ -28,6 +31,7 @@ from vitopt.verify import check_parity, torch_logits
 
 def export(model, *, target: str, precision: str, staging: Path, images):
     fmt = FORMATS.get(target)
+    staging.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     artifact = fmt.exporter_class()(fmt=fmt, precision=precision, options={}).export(
         model.module, spec=model.spec, staging=staging, calibration=images
@@ -57,6 +61,41 @@ def bench_model(name: str, *, min_time: float, threads: int) -> dict:
     return row
 
 
+def bench_static_targets(name: str) -> dict:
+    """Export cost and checks for the targets whose runtimes do not exist on this machine."""
+    from vitopt.exporters.coreml_validate import validate_mlpackage
+
+    model = load_model(name=name)
+    images = load_batch(spec=model.spec, n=32)
+    row: dict = {"name": name}
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in ("fp16", "fp32"):
+            artifact, seconds = export(model, target="coreml", precision=precision, staging=Path(tmp) / precision,
+                                       images=images)  # fmt: skip
+            checked = validate_mlpackage(artifact.main, spec=model.spec, precision=precision)["checked"]
+            row[precision] = {"s": seconds, "mib": artifact.size_bytes / 2**20, "details": artifact.details,
+                              "checks": len(checked)}  # fmt: skip
+        trt, row["trt_s"] = export(model, target="tensorrt", precision="fp32", staging=Path(tmp) / "trt", images=images)
+        row["trt_parity"] = check_parity(reference=torch_logits(model.module, images),
+                                         runner=OnnxRuntimeRunner(trt.main, threads=1), images=images,
+                                         max_abs_diff=1e-3, min_top1_agreement=1.0)  # fmt: skip
+    return row
+
+
+def print_static_targets(models: list[str]) -> None:
+    print("\n| model | Core ML convert s fp16 / fp32 | package MiB fp16 / fp32 | rewrites (permutes, rolls, aliases) "
+          "| Linux checks passed | TRT-ONNX export s | TRT-ONNX max diff / top-1 on ORT |")  # fmt: skip
+    print("|---|---|---|---|---|---:|---|")
+    for name in models:
+        r = bench_static_targets(name)
+        d, p = r["fp16"]["details"], r["trt_parity"]
+        print(f"| {name} | {r['fp16']['s']:.1f} / {r['fp32']['s']:.1f} "
+              f"| {r['fp16']['mib']:.1f} / {r['fp32']['mib']:.1f} "
+              f"| {d.get('permutes_lowered', 0)}, {d.get('rolls_as_slices', 0)}, {d.get('aliases_dropped', 0)} "
+              f"| {r['fp16']['checks']} + {r['fp32']['checks']} | {r['trt_s']:.1f} "
+              f"| {p.max_abs_diff:.1e} / {p.top1_agreement:.3f} |")  # fmt: skip
+
+
 VARIANTS = {"ort": ("onnx", "fp32", OnnxRuntimeRunner), "ov": ("openvino", "fp32", OpenVinoRunner),
             "ov16": ("openvino", "fp16", OpenVinoRunner)}  # fmt: skip
 
@@ -83,6 +122,7 @@ def main() -> None:
               f"| {speedup(baseline=second['ov'], candidate=second['ov16']):.2f}x "
               f"| {r['ov_parity'].max_abs_diff:.1e} / {r['ov16_parity'].max_abs_diff:.1e} "
               f"| {r['ov_mib']:.1f} / {r['ov16_mib']:.1f} | {r['ort_export_s']:.1f} / {r['ov_export_s']:.1f} |")
+    print_static_targets(args.models)
 
 
 if __name__ == "__main__":

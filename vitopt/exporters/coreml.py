@@ -12,6 +12,8 @@ roll as slices); where export fails, from ``torch.jit.trace`` (``source`` in the
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -104,9 +106,10 @@ class CoreMLExporter(Exporter):
             program, rewrites = prepare_program(wrapped, example=example)
             if rewrites.above_rank_5:
                 raise ExportError(f"tensors above rank 5 remain at {', '.join(rewrites.above_rank_5[:5])}")
-            return ct.convert(program, **self._convert_kwargs(ct, spec=spec)), {"source": source, **rewrites.counts()}
+            return _quiet_convert(ct, program, **self._convert_kwargs(ct, spec=spec)), {"source": source,
+                                                                                        **rewrites.counts()}
         traced = torch.jit.trace(wrapped, example)
-        return ct.convert(traced, **self._convert_kwargs(ct, spec=spec)), {"source": source}
+        return _quiet_convert(ct, traced, **self._convert_kwargs(ct, spec=spec)), {"source": source}
 
     def _convert_kwargs(self, ct, *, spec: ModelSpec) -> dict:
         precision = ct.precision.FLOAT16 if self.precision == "fp16" else ct.precision.FLOAT32
@@ -133,6 +136,17 @@ class CoreMLExporter(Exporter):
         metadata = {"vitopt.spec": spec.to_json(), "vitopt.version": __version__, PARAMETERS_KEY: str(parameters),
                     **{key: str(value) for key, value in self.provenance.items()}}  # fmt: skip
         mlmodel.user_defined_metadata.update(metadata)
+
+
+def _quiet_convert(ct, model, **kwargs):
+    """``ct.convert`` without its progress bars (four tqdm bars on stderr per conversion, which
+    would interleave with vitopt's own progress); what it printed goes to the debug log."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return ct.convert(model, **kwargs)
+    finally:
+        log.debug("coremltools: %s", captured.getvalue()[-2000:])
 
 
 def _input_type(ct, spec: ModelSpec):
