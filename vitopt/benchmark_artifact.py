@@ -26,9 +26,8 @@ def benchmark_artifact(*, path: Path, runs: int, min_time_s: float, threads: int
     if not path.exists():
         raise InputError(f"artifact {str(path)!r} does not exist", hint="check the path")
     fmt = format_of(path)
-    fmt.check_installed()
     threads = threads or default_threads()
-    runner = fmt.runner_class()(path, threads=threads)
+    runner = fmt.open_runner(path, threads=threads)
     # Latency of these models does not depend on pixel values, so a fixed-seed tensor will do.
     x = np.random.default_rng(0).standard_normal((batch_size, *runner.input_shape()[1:]), dtype=np.float32)
     settings = BenchSettings(min_runs=runs, min_time_s=min_time_s, threads=threads, batch_size=batch_size)

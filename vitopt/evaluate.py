@@ -43,14 +43,13 @@ def predictor_for(*, name: str, threads: int | None = None, spec_overrides: dict
     """A model name (loaded into PyTorch) or an artifact path (run on its runtime)."""
     from vitopt.formats import format_for_path
 
-    fmt = format_for_path(Path(name)) if Path(name).is_file() else None
+    fmt = format_for_path(Path(name)) if Path(name).exists() else None  # a .mlpackage is a directory
     if fmt is None:
         from vitopt.models import load_model
 
         model = load_model(name=name, spec_overrides=spec_overrides, **load_options)
         return Predictor(torch_predict(model.module), model.spec, f"{name} (PyTorch)")
-    fmt.check_installed()
-    runner = fmt.runner_class()(Path(name), threads=threads)
+    runner = fmt.open_runner(Path(name), threads=threads)
     spec = runner.spec()
     if spec is None:
         raise UnsupportedOptionError(f"{name!r} carries no vitopt input spec",

@@ -7,10 +7,11 @@ writes the artifact, the runner that executes it, and the extra that installs bo
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from vitopt.errors import MissingBackendError
+from vitopt.errors import MissingBackendError, UnsupportedOptionError
 from vitopt.registry import Registry
 
 
@@ -38,6 +39,16 @@ class Format:
         """Fail before any work when a backend package is missing."""
         for package in self.packages:
             require(package, extra=self.extra, feature=f"target {self.name!r}")
+
+    def open_runner(self, path: Path, *, threads: int | None):
+        """This format's runner on ``path``, or one line saying why it cannot run here."""
+        self.check_installed()
+        runner_cls = self.runner_class()
+        reason = "vitopt has no runner for it" if runner_cls is None else runner_cls.unavailable_reason()
+        if reason:
+            raise UnsupportedOptionError(f"{str(path)!r} ({self.name}) cannot run on this machine: {reason}",
+                                         hint=f"run it on a machine where {self.runtime} runs, or export another target")  # fmt: skip
+        return runner_cls(path, threads=threads)
 
     def exporter_class(self):
         return _import_attr(self.exporter)
@@ -102,7 +113,15 @@ def _import_attr(path: str):
 
 
 def require(package: str, *, extra: str, feature: str):
-    """Import an optional backend package or fail with the extra to install."""
+    """Import an optional backend package or fail with the extra to install.
+
+    The package's own logger is held at ERROR during the import: coremltools, for one, logs a
+    dozen import-time lines off macOS (native proxies it cannot load, untested torch and
+    scikit-learn versions) that say nothing about the user's model; the report records versions.
+    """
+    logger = logging.getLogger(package)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
         return importlib.import_module(package)
     except ImportError as err:
@@ -110,3 +129,5 @@ def require(package: str, *, extra: str, feature: str):
             f"{feature} needs the Python package {package!r}, which is not installed or broken",
             hint=f"pip install 'vitopt[{extra}]'",
         ) from err
+    finally:
+        logger.setLevel(level)

@@ -115,3 +115,12 @@ def test_package_matches_pytorch_on_core_ml(tiny_vit, tmp_path, compute_units):
     parity = check_parity(reference=reference, runner=runner, images=images, max_abs_diff=0.1, min_top1_agreement=0.9)
     assert parity.passed, parity
 
+
+
+@pytest.mark.skipif(CoreMLRunner.unavailable_reason() is None, reason="Core ML runs here")
+@pytest.mark.parametrize("command", ["eval", "bench"])
+def test_eval_and_bench_of_a_package_off_macos_say_why_in_one_line(cli, tiny_vit, tmp_path, command):
+    package = export(tiny_vit, tmp_path).main
+    extra = ["--data", str(tmp_path)] if command == "eval" else []
+    result = cli(command, package, *extra)
+    assert result.exit_code == 2 and "cannot run on this machine: Core ML runs only on macOS" in result.output

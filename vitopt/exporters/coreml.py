@@ -35,19 +35,6 @@ INPUT_NAME, LABEL_NAME, PROBABILITIES_NAME, LOGITS_NAME = "image", "classLabel",
 PARAMETERS_KEY = "vitopt.parameters"  # the source model's parameter count, checked by the validator
 
 
-def load_coremltools(feature: str):
-    """coremltools, imported without its import-time log lines: off macOS it logs one warning
-    per native proxy it cannot load (eight lines) and one per untested torch or scikit-learn
-    version, none of which is about the user's model (the report records the versions)."""
-    logger = logging.getLogger("coremltools")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        return require("coremltools", extra="coreml", feature=feature)
-    finally:
-        logger.setLevel(level)
-
-
 class CoreMLOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     minimum_deployment_target: Literal["iOS16", "iOS17", "iOS18"] = "iOS16"
@@ -77,7 +64,7 @@ class CoreMLExporter(Exporter):
     def export(
         self, module: nn.Module, *, spec: ModelSpec, staging: Path, calibration: torch.Tensor
     ) -> ExportedArtifact:
-        ct = load_coremltools("Core ML export")
+        ct = require("coremltools", extra="coreml", feature="Core ML export")
         wrapped = PixelsToOutputs(module.eval(), spec=spec, softmax=self.options.classifier).eval()
         mlmodel, details = self._convert(ct, wrapped, spec=spec)
         self._describe(mlmodel, spec=spec, parameters=sum(p.numel() for p in module.parameters()))

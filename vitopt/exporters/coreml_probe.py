@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 from vitopt.convertibility import Finding, aten_nodes, summarise
-from vitopt.exporters.coreml import load_coremltools
 from vitopt.exporters.coreml_rewrites import MAX_RANK, rewrite_graph
+from vitopt.formats import require
 from vitopt.spec import ModelSpec
 
 REWRITES = {
@@ -25,7 +25,7 @@ REWRITES = {
 
 
 def probe(program, *, spec: ModelSpec) -> list[Finding]:
-    load_coremltools("the Core ML convertibility check")
+    require("coremltools", extra="coreml", feature="the Core ML convertibility check")
     from coremltools.converters.mil.frontend.torch.torch_op_registry import is_torch_fx_node_supported
 
     unsupported: dict[str, list] = defaultdict(list)

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from vitopt.errors import VerificationError
-from vitopt.exporters.coreml import PARAMETERS_KEY, load_coremltools
+from vitopt.exporters.coreml import PARAMETERS_KEY
 from vitopt.exporters.coreml_rewrites import MAX_RANK
+from vitopt.formats import require
 from vitopt.spec import ModelSpec
 
 MIN_WEIGHT_FRACTION = 0.8  # folding BN into convs drops ~1%; far fewer weights means some were lost
@@ -48,7 +49,7 @@ class _Package:
 
 
 def _load(path: Path) -> _Package:
-    ct = load_coremltools("Core ML package validation")
+    ct = require("coremltools", extra="coreml", feature="Core ML package validation")
     try:
         return _Package(ct, path)
     except Exception as err:  # a broken package fails in protobuf, blob storage or MIL parsing

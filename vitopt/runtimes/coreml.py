@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 
 from vitopt.errors import InputError
+from vitopt.formats import require
 from vitopt.runtimes.base import Runner
 
 ComputeUnits = Literal["ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE"]
@@ -35,9 +36,8 @@ class CoreMLRunner(Runner):
 
     def __init__(self, path: Path, *, threads: int | None = None, compute_units: ComputeUnits = "ALL") -> None:
         super().__init__(path, threads=threads)  # Core ML schedules its own threads
-        from vitopt.exporters.coreml import load_coremltools
 
-        ct = load_coremltools("running Core ML packages")
+        ct = require("coremltools", extra="coreml", feature="running Core ML packages")
         try:
             self.model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit[compute_units])
         except Exception as err:  # coremltools raises plain Exceptions from the Core ML framework
