@@ -46,8 +46,8 @@ class Format:
         runner_cls = self.runner_class()
         reason = "vitopt has no runner for it" if runner_cls is None else runner_cls.unavailable_reason()
         if reason:
-            raise UnsupportedOptionError(f"{str(path)!r} ({self.name}) cannot run on this machine: {reason}",
-                                         hint=f"run it on a machine where {self.runtime} runs, or export another target")  # fmt: skip
+            hint = f"run it on a machine where {self.runtime} runs, or export another target"
+            raise UnsupportedOptionError(f"{str(path)!r} ({self.name}) cannot run on this machine: {reason}", hint=hint)
         return runner_cls(path, threads=threads)
 
     def exporter_class(self):
