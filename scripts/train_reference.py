@@ -20,7 +20,7 @@ from vitopt.train import TrainConfig, fit
 BF16 = native_bf16()
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REFERENCES = {
-    "vit-cifar10": TrainConfig(epochs=8, batch_size=128, lr=1e-3, weight_decay=0.05, warmup_epochs=1,
+    "vit-cifar10": TrainConfig(epochs=14, batch_size=128, lr=1e-3, weight_decay=0.05, warmup_epochs=1,
                                label_smoothing=0.1, bf16=BF16, eval_limit=2000),
     "swin-cifar10": TrainConfig(epochs=12, batch_size=128, lr=1e-3, weight_decay=0.05, warmup_epochs=1,
                                 label_smoothing=0.1, bf16=BF16, eval_limit=2000),

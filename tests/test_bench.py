@@ -80,10 +80,9 @@ def test_measure_max_time_cap_wins_over_min_runs():
     settings = BenchSettings(
         warmup=0, min_runs=1000, max_runs=1000, min_time_s=0.0, max_time_s=0.1
     )
-    start = time.perf_counter()
     stats = measure(lambda: time.sleep(0.005), settings=settings)
-    assert 1 <= stats.runs < 1000
-    assert time.perf_counter() - start < 0.5
+    # each run sleeps >= 5 ms, so a 0.1 s cap allows at most ~20 runs, however loaded the machine
+    assert 1 <= stats.runs <= 21
 
 
 def test_settings_reject_contradictory_values():

@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from vitopt.bench import BenchSettings, measure
 from vitopt.convertibility import check_targets
 from vitopt.data import load_batch
 from vitopt.errors import ExportError, VerificationError
@@ -114,6 +115,10 @@ def test_package_matches_pytorch_on_core_ml(tiny_vit, tmp_path, compute_units):
     reference = torch.log_softmax(torch.from_numpy(torch_logits(tiny_vit.module, images)), dim=1).numpy()
     parity = check_parity(reference=reference, runner=runner, images=images, max_abs_diff=0.1, min_top1_agreement=0.9)
     assert parity.passed, parity
+    x = images[:1].numpy()
+    stats = measure(lambda: runner.run(x), settings=BenchSettings(warmup=3, min_runs=10, min_time_s=0.1))
+    print(f"Core ML {compute_units}: p50 {stats.p50:.2f} ms")  # a measurement, not a goal: goals live in bench/
+    assert stats.runs >= 10 and stats.p50 > 0
 
 
 
