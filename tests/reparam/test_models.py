@@ -77,7 +77,8 @@ def test_full_size_model_folds_completely(name):
 def test_repvit_reference_model(randomised):
     from vitopt.models import load_model
 
-    loaded = load_model(name="vitopt/repvit-cifar10")  # trained weights once they land, random until then
+    loaded = load_model(name="vitopt/repvit-cifar10")
+    assert loaded.weights == "zoo"  # the trained reference, multi-branch blocks as trained
     model = randomize_bn(loaded.module) if randomised else loaded.module
     images = real_images(loaded.spec.input_size[-1], n=8)
     with torch.no_grad():
