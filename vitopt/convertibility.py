@@ -37,11 +37,14 @@ def trace_for_check(module: nn.Module, *, spec: ModelSpec) -> torch.export.Expor
     """One ``torch.export`` trace (batch 2, eval mode) in the ATen dialect, functional but not
     decomposed: the graph the Core ML exporter converts. A probe that reasons about the core
     ATen op set reads :func:`core_aten` of it."""
-    example = (torch.zeros(spec.batch_shape(2)),)
+    return export_aten(module.eval(), example=torch.zeros(spec.batch_shape(2)))
+
+
+def export_aten(module: nn.Module, *, example: torch.Tensor) -> torch.export.ExportedProgram:
+    """``torch.export`` of an eval-mode module, functionalised ATen dialect (no decomposition)."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        program = torch.export.export(module.eval(), example, strict=False)
-        return program.run_decompositions({})
+        return torch.export.export(module, (example,), strict=False).run_decompositions({})
 
 
 def check_targets(*, module: nn.Module, spec: ModelSpec, targets: list[str]) -> dict[str, list[Finding]]:

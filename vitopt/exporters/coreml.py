@@ -106,9 +106,8 @@ class CoreMLExporter(Exporter):
             "skip_model_load": True,  # nothing can load it off macOS; the validator reads the spec instead
         }  # fmt: skip
         if self.options.classifier:
-            labels = list(spec.labels) if spec.labels else list(range(spec.num_classes))
             kwargs["classifier_config"] = ct.ClassifierConfig(
-                labels, predicted_feature_name=LABEL_NAME, predicted_probabilities_output=PROBABILITIES_NAME
+                class_labels(spec), predicted_feature_name=LABEL_NAME, predicted_probabilities_output=PROBABILITIES_NAME
             )
         kwargs["outputs"] = [ct.TensorType(name=PROBABILITIES_NAME if self.options.classifier else LOGITS_NAME)]
         return kwargs
@@ -123,6 +122,11 @@ class CoreMLExporter(Exporter):
         metadata = {"vitopt.spec": spec.to_json(), "vitopt.version": __version__, PARAMETERS_KEY: str(parameters),
                     **{key: str(value) for key, value in self.provenance.items()}}  # fmt: skip
         mlmodel.user_defined_metadata.update(metadata)
+
+
+def class_labels(spec: ModelSpec) -> list:
+    """The classifier's labels: the spec's class names, else the class indices."""
+    return list(spec.labels) if spec.labels else list(range(spec.num_classes))
 
 
 def _quiet_convert(ct, model, **kwargs):

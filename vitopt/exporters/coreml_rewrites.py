@@ -15,11 +15,12 @@ so every node has fresh shape metadata and the result is checked end to end by t
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import fx, nn
+
+from vitopt.convertibility import export_aten
 
 aten = torch.ops.aten
 MAX_RANK = 5  # Core ML's limit on tensor rank
@@ -48,12 +49,12 @@ def prepare_program(module: nn.Module, *, example: torch.Tensor) -> tuple[torch.
 
     ``module`` must be in eval mode (an exported graph module cannot be switched).
     """
-    program = _export(module.eval(), example)
+    program = export_aten(module.eval(), example=example)
     graph_module = program.module()
     log = rewrite_graph(graph_module)
     if log.changed:
         graph_module.recompile()
-        program = _export(graph_module, example)
+        program = export_aten(graph_module, example=example)
     return program, log
 
 
@@ -74,12 +75,6 @@ def rewrite_graph(graph_module: fx.GraphModule) -> RewriteLog:
     graph.eliminate_dead_code()
     log.above_rank_5 = [node.name for node in graph.nodes if _rank(node) > MAX_RANK and not node.meta.get("lowered")]
     return log
-
-
-def _export(module: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        return torch.export.export(module, (example,), strict=False).run_decompositions({})
 
 
 def _roll_as_slices(graph: fx.Graph, node: fx.Node) -> bool:

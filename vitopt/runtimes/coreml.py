@@ -36,7 +36,6 @@ class CoreMLRunner(Runner):
 
     def __init__(self, path: Path, *, threads: int | None = None, compute_units: ComputeUnits = "ALL") -> None:
         super().__init__(path, threads=threads)  # Core ML schedules its own threads
-
         ct = require("coremltools", extra="coreml", feature="running Core ML packages")
         try:
             self.model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit[compute_units])
@@ -50,12 +49,12 @@ class CoreMLRunner(Runner):
         self.outputs_log_probabilities = bool(self.model.get_spec().description.predictedFeatureName)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        from vitopt.exporters.coreml import INPUT_NAME, LOGITS_NAME, PROBABILITIES_NAME
+        from vitopt.exporters.coreml import INPUT_NAME, LOGITS_NAME, PROBABILITIES_NAME, class_labels
 
         results = self.model.predict([{INPUT_NAME: image} for image in self._images(batch)])
         if not self.outputs_log_probabilities:
             return np.concatenate([np.asarray(r[LOGITS_NAME], np.float32) for r in results])
-        labels = list(self._spec.labels) if self._spec.labels else list(range(self._spec.num_classes))
+        labels = class_labels(self._spec)
         probabilities = np.array([[r[PROBABILITIES_NAME][label] for label in labels] for r in results])
         return np.log(np.maximum(probabilities, 1e-30)).astype(np.float32)
 
