@@ -26,7 +26,8 @@ class TestOpenVino(ExporterContract):
         fp16 = self.export(tiny_vit, tmp_path / "b", precision="fp16")
         fp32_bin, fp16_bin = (next(f for f in a.files if f.suffix == ".bin").stat().st_size for a in (fp32, fp16))
         assert fp16_bin < 0.6 * fp32_bin
-        assert self.parity(tiny_vit, fp16, max_abs_diff=5e-2).passed
+        # fp16 weights may flip the top-1 of an image whose two best random-weight logits nearly tie.
+        assert self.parity(tiny_vit, fp16, max_abs_diff=5e-2, min_top1=0.9).passed
 
     def test_onnx_route_gives_the_same_numbers(self, tiny_vit, tmp_path):
         artifact = self.export(tiny_vit, tmp_path, source="onnx")
