@@ -8,6 +8,7 @@ All three go through vitopt's ONNX exporter (torch.export-based, onnxslim) exact
 Printed per model: what is left (BatchNorm modules, and the folds vitopt still finds in timm's output), ONNX op
 counts, parity with the unfused PyTorch model on 32 real images, and batch-1 CPU latency on ONNX Runtime and
 OpenVINO, the three candidates interleaved in one run per runtime (rotating order), so ratios are same-run.
+With ``--runtimes torch`` the three modules are also timed in PyTorch eager.
 Usage: .venv/bin/python bench/bench_reparam.py [--models repvit_m0_9 ...] [--min-time 5] [--threads 2]
 """
 
@@ -70,6 +71,19 @@ class OpenVinoRunner:
         return self.request.infer({0: np.ascontiguousarray(batch, np.float32)})[0]
 
 
+class TorchRunner:
+    """PyTorch eager (inference mode): the runtime a user serving the module itself gets, where no exporter or
+    runtime folds a BatchNorm before the pass does."""
+
+    def __init__(self, module: nn.Module, *, threads: int) -> None:
+        self.module, self.threads = module, threads
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        torch.set_num_threads(self.threads)
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(batch)).numpy()
+
+
 def variants(name: str, images: torch.Tensor) -> tuple[dict[str, nn.Module], dict]:
     model = randomize_bn(timm.create_model(name)).eval()
     timm_fused = timm.utils.reparameterize_model(model)
@@ -113,7 +127,7 @@ def bench_model(name: str, *, min_time: float, threads: int, runtimes: list[str]
     with tempfile.TemporaryDirectory() as tmp:
         paths, result["ops"] = export_all(modules, spec, images, Path(tmp))
         for runtime in runtimes:
-            runners = {tag: _runner(runtime, path, threads, spec) for tag, path in paths.items()}
+            runners = {tag: _runner(runtime, path, threads, spec, modules[tag]) for tag, path in paths.items()}
             result["parity"][runtime] = {tag: _max_diff(r, images, reference) for tag, r in runners.items()}
             result["latency"][runtime] = measure(runners, images[:1].numpy(), settings)
     return result
@@ -124,7 +138,9 @@ def _max_diff(runner, images: torch.Tensor, reference: np.ndarray) -> float:
     return float(np.abs(logits - reference).max())
 
 
-def _runner(runtime: str, path: Path, threads: int, spec):
+def _runner(runtime: str, path: Path, threads: int, spec, module: nn.Module):
+    if runtime == "torch":
+        return TorchRunner(module, threads=threads)
     if runtime == "onnxruntime":
         return OnnxRuntimeRunner(path, threads=threads)
     return OpenVinoRunner(path, threads=threads, shape=spec.batch_shape(1))
@@ -170,10 +186,10 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=MODELS)
     parser.add_argument("--min-time", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--runtimes", nargs="+", default=["onnxruntime", "openvino"])
+    parser.add_argument("--runtimes", nargs="+", default=["onnxruntime", "openvino"], help="also: torch (eager)")
     args = parser.parse_args()
     threads = args.threads or default_threads()
-    torch.set_num_threads(1)  # PyTorch is not timed here; one thread keeps folding and exports quick on a busy machine
+    torch.set_num_threads(1)  # one thread keeps folding and exports quick on a busy machine; TorchRunner sets its own
     env = describe_environment(threads=threads)
     print(f"# {env['cpu_model']}, {threads} threads, load {env.get('load_average')}, torch {env['packages']['torch']}, "
           f"onnxruntime {env['packages'].get('onnxruntime')}, openvino {env['packages'].get('openvino')}")  # fmt: skip
