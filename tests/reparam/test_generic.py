@@ -78,6 +78,19 @@ def test_distilled_heads_merge_into_one_linear():
     assert {"stem.0.weight", "stem.0.bias"} <= set(result.module.state_dict())
 
 
+def test_a_rewritten_forward_still_calls_the_blocks_no_fold_reaches():
+    result = fold(blocks.DistilledHeadsWithCache(), torch.randn(4, 3, 16, 16))
+    assert result.details["folds"] == {"conv_bn": 1, "heads": 1}
+    body = result.module.body
+    assert type(body) is blocks.CachedBias
+    called = {n.target for n in result.module.graph.nodes if n.op == "call_module"}
+    assert {"stem", "body"} <= called  # kept as modules, not inlined into the graph
+    before = body.gathers
+    with torch.no_grad():
+        result.module(torch.randn(2, 3, 16, 16))
+    assert body.gathers == before  # the block's own eval-mode cache still serves the call
+
+
 def test_layer_scale_folds_into_the_projection():
     result = fold(blocks.LayerScaleMlp(), torch.randn(2, 5, 8))
     assert result.details["folds"] == {"scale": 1}
