@@ -170,12 +170,12 @@ def _graph_rewrite(level: nn.Module, gm: fx.GraphModule, edits: list[_Edit], byp
         if node in absorbed:
             _erase_with_metadata_users(graph, node)
     graph.eliminate_dead_code()
-    return _graph_module(level, graph, {**_traced_constants(gm, level), **new_modules})
+    return _graph_module(level, graph, {**_traced_constants(gm), **new_modules})
 
 
-def _traced_constants(gm: fx.GraphModule, level: nn.Module) -> dict:
+def _traced_constants(gm: fx.GraphModule) -> dict:
     """Tensors fx made attributes of the trace (``_tensor_constant0``: a plain tensor attribute such as a
-    block's cache); they exist on the trace only, not on ``level``."""
+    block's cache); they exist on the trace only, not on the level it traced."""
     return {n.target: _lookup(gm, n.target) for n in gm.graph.nodes
             if n.op == "get_attr" and n.target.startswith("_tensor_constant")}  # fmt: skip
 
@@ -189,11 +189,12 @@ def _erase_with_metadata_users(graph: fx.Graph, node: fx.Node) -> None:
         graph.erase_node(node)
 
 
-def _graph_module(level: nn.Module, graph: fx.Graph, new_modules: dict) -> fx.GraphModule:
+def _graph_module(level: nn.Module, graph: fx.Graph, new_attrs: dict) -> fx.GraphModule:
+    """The rewritten level: ``new_attrs`` (merged layers, traced constants) first, the rest from ``level``."""
     root = {}
     for node in graph.nodes:
         if node.op in ("call_module", "get_attr"):
-            root[node.target] = new_modules[node.target] if node.target in new_modules else _lookup(level, node.target)
+            root[node.target] = new_attrs[node.target] if node.target in new_attrs else _lookup(level, node.target)
     rewritten = fx.GraphModule(root, graph, class_name=f"{type(level).__name__}Reparam")
     for name, value in vars(level).items():
         if not name.startswith("_") and name != "training" and isinstance(value, KEEP_ATTRIBUTE_TYPES):
