@@ -21,7 +21,7 @@ import torch
 
 from vitopt.bench import BenchSettings, measure_interleaved, speedup
 from vitopt.data import load_batch
-from vitopt.environment import default_threads, describe_environment
+from vitopt.environment import default_threads, describe_environment, summary_line
 from vitopt.formats import FORMATS
 from vitopt.models import load_model
 from vitopt.runtimes.onnxruntime import OnnxRuntimeRunner
@@ -108,9 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     threads = default_threads()
     torch.set_num_threads(threads)
-    env = describe_environment(threads=threads)
-    print(f"# {env['cpu_model']}, {threads} threads, load {env.get('load_average')}, onnxruntime "
-          f"{env['packages']['onnxruntime']}, openvino {env['packages']['openvino']}")  # fmt: skip
+    print(f"# {summary_line(describe_environment(threads=threads), load=True)}")
     print("| model | ORT p50 ms | OV fp32 p50 ms | OV vs ORT | OV fp16 p50 ms | fp16 vs fp32 | OV max diff fp32 / fp16 "
           "| IR MiB fp32 / fp16 | export s ORT / OV |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---|---|---|")

@@ -19,7 +19,7 @@ import torch
 
 from vitopt.bench import BenchSettings, measure_interleaved, speedup
 from vitopt.data import load_batch
-from vitopt.environment import default_threads, describe_environment
+from vitopt.environment import default_threads, describe_environment, summary_line
 from vitopt.exporters.onnx import OnnxExporter
 from vitopt.formats import FORMATS
 from vitopt.models import load_model
@@ -57,9 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     threads = default_threads()
     torch.set_num_threads(threads)
-    env = describe_environment(threads=threads)
-    print(f"# {env['cpu_model']}, {threads} threads, load {env.get('load_average')}, torch "
-          f"{env['packages']['torch']}, onnxruntime {env['packages']['onnxruntime']}")  # fmt: skip
+    print(f"# {summary_line(describe_environment(threads=threads), load=True)}")
     print("| model | export s | max abs diff | top-1 agr | torch p50 ms | ORT p50 ms | ORT p90 ms | ORT cv | "
           "ORT vs torch | A/A ratio |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

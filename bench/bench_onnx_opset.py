@@ -20,7 +20,7 @@ import torch
 
 from vitopt.bench import BenchSettings, measure_interleaved, speedup
 from vitopt.data import load_batch
-from vitopt.environment import default_threads, describe_environment
+from vitopt.environment import default_threads, describe_environment, summary_line
 from vitopt.exporters.onnx import OnnxExporter
 from vitopt.formats import FORMATS
 from vitopt.models import load_model
@@ -81,9 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     threads = default_threads()
     torch.set_num_threads(threads)
-    env = describe_environment(threads=threads)
-    print(f"# {env['cpu_model']}, {threads} threads, load {env.get('load_average')}, torch {env['packages']['torch']}, "
-          f"onnxruntime {env['packages'].get('onnxruntime')}, openvino {env['packages'].get('openvino')}")  # fmt: skip
+    print(f"# {summary_line(describe_environment(threads=threads), load=True)}")
     print("| model | Erf nodes 18 / 20 | ORT 18 ms | ORT 20 ms | ORT 20 vs 18 | ORT max diff "
           "| OV 18 ms | OV 20 ms | OV 20 vs 18 | OV max diff |")  # fmt: skip
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -26,7 +26,7 @@ from torch import nn
 
 from vitopt.bench import BenchSettings, measure_interleaved
 from vitopt.data import load_batch
-from vitopt.environment import default_threads, describe_environment
+from vitopt.environment import default_threads, describe_environment, summary_line
 from vitopt.exporters.onnx import OnnxExporter
 from vitopt.formats import FORMATS
 from vitopt.models import spec_from_timm
@@ -190,9 +190,7 @@ def main() -> None:
     args = parser.parse_args()
     threads = args.threads or default_threads()
     torch.set_num_threads(1)  # one thread keeps folding and exports quick on a busy machine; TorchRunner sets its own
-    env = describe_environment(threads=threads)
-    print(f"# {env['cpu_model']}, {threads} threads, load {env.get('load_average')}, torch {env['packages']['torch']}, "
-          f"onnxruntime {env['packages'].get('onnxruntime')}, openvino {env['packages'].get('openvino')}")  # fmt: skip
+    print(f"# {summary_line(describe_environment(threads=threads), load=True)}")
     results = []
     for name in args.models:
         results.append(bench_model(name, min_time=args.min_time, threads=threads, runtimes=args.runtimes))

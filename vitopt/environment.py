@@ -69,6 +69,18 @@ def describe_environment(*, threads: int | None = None) -> dict[str, Any]:
     }
 
 
+RUNTIME_PACKAGES = ("torch", "onnxruntime", "openvino", "coremltools", "tensorrt")
+
+
+def summary_line(env: dict[str, Any], *, load: bool = False) -> str:
+    """One line for a report or a benchmark's header: CPU, threads, ISA, runtime versions (and the load
+    average, which a benchmark prints because a busy machine inflates what it measures)."""
+    isa = ", ".join(k for k, v in env.get("isa", {}).items() if v) or "unknown"
+    load = f"; load {env['load_average']}" if load and env.get("load_average") else ""
+    versions = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v and k in RUNTIME_PACKAGES)
+    return f"{env.get('cpu_model')} ({env.get('threads')} threads; ISA: {isa}{load}); {versions}."
+
+
 def default_threads() -> int:
     """Physical core count: the default thread count for CPU latency benchmarks.
 

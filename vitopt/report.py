@@ -10,7 +10,7 @@ from typing import Any
 from torch import nn
 
 from vitopt import __version__
-from vitopt.environment import describe_environment
+from vitopt.environment import describe_environment, summary_line
 from vitopt.exporters.base import write_atomic
 from vitopt.flops import FLOPS_CONVENTION, model_cost
 from vitopt.models import LoadedModel
@@ -18,7 +18,6 @@ from vitopt.recipe import Recipe
 
 SCHEMA = "vitopt.report/1"
 FAILED_STATUSES = ("export_failed", "verify_failed")
-RUNTIME_PACKAGES = ("torch", "onnxruntime", "openvino", "coremltools", "tensorrt")
 
 
 def build_report(
@@ -134,9 +133,7 @@ def _convertibility_md(findings: dict[str, list]) -> list[str]:
 
 
 def _environment_md(env: dict[str, Any]) -> list[str]:
-    isa = ", ".join(k for k, v in env.get("isa", {}).items() if v) or "unknown"
-    versions = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v and k in RUNTIME_PACKAGES)
-    return ["", "## Environment", "", f"{env.get('cpu_model')} ({env.get('threads')} threads; ISA: {isa}); {versions}."]
+    return ["", "## Environment", "", summary_line(env)]
 
 
 def _millions(n: int | None) -> str:

@@ -24,8 +24,8 @@ SPEC_KEY = "vitopt.spec"
 class OnnxOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     # 20 is the first opset with a Gelu operator: at 18 GELU is exported as Div/Erf/Add/Mul/Mul in an order
-    # ONNX Runtime's Gelu fusion does not match, and those five kernels cost DeiT-Tiny ~10% and RepViT ~25%
-    # of their batch-1 CPU latency (bench/RESULTS.md, "ONNX opset").
+    # ONNX Runtime's Gelu fusion does not match; opset 20 runs DeiT-Tiny 1.12x and RepViT-M0.9 1.37x faster
+    # on ORT at batch 1 (bench/bench_onnx_opset.py, bench/RESULTS.md "ONNX opset 18 vs 20").
     opset: int = Field(20, ge=17)
     exporter: Literal["auto", "dynamo", "torchscript"] = "auto"
     simplify: bool = True
