@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
+from vitopt.backends.onnx.runner import OnnxRuntimeRunner
+from vitopt.backends.openvino.runner import OpenVinoRunner
 from vitopt.bench import BenchSettings, measure_interleaved, speedup
 from vitopt.data import load_batch
 from vitopt.environment import default_threads, describe_environment, summary_line
 from vitopt.formats import FORMATS
 from vitopt.models import load_model
-from vitopt.runtimes.onnxruntime import OnnxRuntimeRunner
-from vitopt.runtimes.openvino import OpenVinoRunner
 from vitopt.verify import check_parity, torch_logits
 
 
@@ -63,7 +63,7 @@ def bench_model(name: str, *, min_time: float, threads: int) -> dict:
 
 def bench_static_targets(name: str) -> dict:
     """Export cost and checks for the targets whose runtimes do not exist on this machine."""
-    from vitopt.exporters.coreml_validate import validate_mlpackage
+    from vitopt.backends.coreml.validate import validate_mlpackage
 
     model = load_model(name=name)
     images = load_batch(spec=model.spec, n=32)

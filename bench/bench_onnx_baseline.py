@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
+from vitopt.backends.onnx.exporter import OnnxExporter
+from vitopt.backends.onnx.runner import OnnxRuntimeRunner
 from vitopt.bench import BenchSettings, measure_interleaved, speedup
 from vitopt.data import load_batch
 from vitopt.environment import default_threads, describe_environment, summary_line
-from vitopt.exporters.onnx import OnnxExporter
 from vitopt.formats import FORMATS
 from vitopt.models import load_model
-from vitopt.runtimes.onnxruntime import OnnxRuntimeRunner
 from vitopt.verify import check_parity, torch_logits
 
 

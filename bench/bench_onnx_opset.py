@@ -18,14 +18,14 @@ from pathlib import Path
 import onnx
 import torch
 
+from vitopt.backends.onnx.exporter import OnnxExporter
+from vitopt.backends.onnx.runner import OnnxRuntimeRunner
+from vitopt.backends.openvino.runner import OpenVinoRunner
 from vitopt.bench import BenchSettings, measure_interleaved, speedup
 from vitopt.data import load_batch
 from vitopt.environment import default_threads, describe_environment, summary_line
-from vitopt.exporters.onnx import OnnxExporter
 from vitopt.formats import FORMATS
 from vitopt.models import load_model
-from vitopt.runtimes.onnxruntime import OnnxRuntimeRunner
-from vitopt.runtimes.openvino import OpenVinoRunner
 from vitopt.verify import check_parity, torch_logits
 
 MODELS = ["deit_tiny_patch16_224", "repvit_m0_9", "levit_128s", "swin_tiny_patch4_window7_224"]

@@ -24,14 +24,14 @@ import timm
 import torch
 from torch import nn
 
+from vitopt.backends.onnx.exporter import OnnxExporter
+from vitopt.backends.onnx.runner import OnnxRuntimeRunner
 from vitopt.bench import BenchSettings, measure_interleaved
 from vitopt.data import load_batch
 from vitopt.environment import default_threads, describe_environment, summary_line
-from vitopt.exporters.onnx import OnnxExporter
 from vitopt.formats import FORMATS
 from vitopt.models import spec_from_timm
 from vitopt.reparam import count_batch_norms, reparameterize
-from vitopt.runtimes.onnxruntime import OnnxRuntimeRunner
 
 MODELS = ["repvit_m0_9", "repvit_m1_1", "fastvit_t8", "levit_128s", "efficientformer_l1"]
 CANDIDATES = ("unfused", "timm", "vitopt")

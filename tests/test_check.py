@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.exporters.families import FAMILIES, load_family
+from tests.backends.families import FAMILIES, load_family
 from vitopt.convertibility import check_targets
 
 pytestmark = pytest.mark.openvino

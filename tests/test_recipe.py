@@ -46,7 +46,7 @@ def scale_pass():
 @pytest.fixture
 def fake_format():
     FORMATS.add("fake", Format(
-        name="fake", exporter=f"{__name__}:_FakeExporter", runtime="none", runner=None, extra="none",
+        name="fake", exporter=f"{__name__}:_FakeExporter", runtime="none", extra="none",
         precisions=("fp32", "fp16"), file_name="model.fake",
     ))  # fmt: skip
     yield "fake"
@@ -271,7 +271,6 @@ def test_recipe_round_trips_through_yaml(tmp_path, scale_pass):
         "name": "round", "description": "trip",
         "passes": [{"name": "test-scale", "options": {"factor": 0.25}}],
         "verify": {"n_images": 4}, "bench": {"threads": 2, "min_runs": 7},
-        "budgets": {"max_latency_ms": 12.5},
     })  # fmt: skip
     text = recipe.to_yaml()
     assert parse_recipe(yaml.safe_load(text)) == recipe

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from tests.backends.families import FAMILIES, load_family
 from tests.conftest import fast_recipe_dict
-from tests.exporters.families import FAMILIES, load_family
+from vitopt.backends.coreml.runner import CoreMLRunner
+from vitopt.backends.tensorrt.runner import TensorRTRunner
 from vitopt.errors import UnsupportedOptionError
 from vitopt.models import load_model
 from vitopt.pipeline import compress
 from vitopt.recipe import parse_recipe
-from vitopt.runtimes.coreml import CoreMLRunner
-from vitopt.runtimes.tensorrt import TensorRTRunner
+from vitopt.report_view import render_text
 
 pytestmark = [pytest.mark.onnx, pytest.mark.openvino, pytest.mark.coreml]
 SWIN = next(row for row in FAMILIES if row[0] == "swin")
@@ -61,6 +62,17 @@ def test_report_lists_what_each_target_needed_rewritten(swin_report):
     assert coreml_ops == {"aten.alias", "aten.roll", "rank > 5 reshape/permute"}
     assert any(f["op"] == "dynamic batch" for f in report["convertibility"]["tensorrt"])
     assert "| tensorrt | fp32 | not_benchmarked |" in (out / "report.md").read_text()
+
+
+def test_terminal_report_fits_80_columns_with_every_status_whole(swin_report):
+    report, _ = swin_report
+    text = render_text(report)
+    assert all(len(line) <= 80 for line in text.splitlines()), max(text.splitlines(), key=len)
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("target "))
+    table = [line.split()[:3] for line in lines[header + 1 : header + 1 + len(report["artifacts"])]]
+    assert table == [[a["target"], a["precision"], a["status"]] for a in report["artifacts"]]
+    assert "\u2026" not in text and "tensorrt fp32: not_benchmarked: " + report["artifacts"][2]["reason"][:20] in text
 
 
 def test_a_target_that_rejects_the_model_fails_before_any_work(tmp_path):

@@ -13,15 +13,15 @@ from vitopt.errors import InputError, RunError, VitoptError
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "load_model": "vitopt.models",
-    "LoadedModel": "vitopt.models",
-    "ModelSpec": "vitopt.spec",
-    "Recipe": "vitopt.recipe",
-    "load_recipe": "vitopt.recipe",
-    "compress": "vitopt.pipeline",
-    "measure": "vitopt.bench",
-    "measure_interleaved": "vitopt.bench",
+_LAZY = {  # public name -> the vitopt module that defines it
+    "load_model": "models",
+    "LoadedModel": "models",
+    "ModelSpec": "spec",
+    "Recipe": "recipe",
+    "load_recipe": "recipe",
+    "compress": "pipeline",
+    "measure": "bench",
+    "measure_interleaved": "bench",
 }
 
 __all__ = ["InputError", "RunError", "VitoptError", "__version__", *_LAZY]
@@ -31,4 +31,4 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'vitopt' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    return getattr(importlib.import_module(f"vitopt.{module}"), name)

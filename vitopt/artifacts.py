@@ -1,14 +1,16 @@
-"""One target, end to end: export, verify against PyTorch, publish, benchmark, evaluate.
+"""One target's artifact: export, validate, parity against PyTorch, publish.
 
 Every outcome is a row of the report with an honest status: ``ok``, ``export_failed``,
 ``verify_failed`` (the artifact goes to ``rejected/``, never over a good one) or
-``not_benchmarked`` (with the reason: no runtime here, or benchmarking disabled).
+``not_benchmarked`` (with the reason: no runtime here, or benchmarking disabled). Measuring
+the published artifacts against their baselines is ``vitopt.measure``'s step, which runs after
+every artifact is built.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +18,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitopt.bench import BenchSettings, measure_interleaved, speedup
+from vitopt.backends.exporter import ExportedArtifact
 from vitopt.errors import RunError, VerificationError
-from vitopt.evaluate import accuracy, runner_predict
-from vitopt.exporters.base import ExportedArtifact, publish
-from vitopt.formats import FORMATS
+from vitopt.formats import FORMATS, Format
+from vitopt.publish import publish
 from vitopt.recipe import Recipe, Target
 from vitopt.spec import ModelSpec
 from vitopt.verify import check_parity
 
 
-@dataclass
-class TargetJob:
-    """Everything one target needs; shared pieces (images, logits, staging) are built once."""
+@dataclass(frozen=True)
+class RunContext:
+    """What every target of one compress run shares; built once by the pipeline."""
 
-    target: Target
     candidate: nn.Module
     original: nn.Module
     model_changed: bool
@@ -43,55 +43,73 @@ class TargetJob:
     recipe: Recipe
     threads: int
     eval_loader: Any = None
-    baselines: dict[str, Path] = field(default_factory=dict)
 
 
-def run_target(job: TargetJob) -> dict[str, Any]:
-    fmt = FORMATS.get(job.target.format)
-    row: dict[str, Any] = {"target": fmt.name, "runtime": fmt.runtime, "precision": job.target.precision}
+@dataclass(frozen=True)
+class BuiltArtifact:
+    """A target's report row so far and, when it was published and its runtime runs here, its runner class."""
+
+    target: Target
+    row: dict[str, Any]
+    runner_cls: type | None = None
+
+    @property
+    def measurable(self) -> bool:
+        return self.runner_cls is not None and self.row["status"] == "ok"
+
+
+def build_artifact(ctx: RunContext, target: Target) -> BuiltArtifact:
+    fmt = FORMATS.get(target.format)
+    row: dict[str, Any] = {"target": fmt.name, "runtime": fmt.runtime, "precision": target.precision}
     try:
-        staged = _export(job, module=job.candidate, subdir=f"{fmt.name}-{job.target.precision}")
+        staged = export_module(ctx, target, module=ctx.candidate, subdir=f"{fmt.name}-{target.precision}")
     except RunError as err:
-        return {**row, "status": "export_failed", "reason": str(err), "path": None}
-    row.update(export=staged.details, size_bytes=staged.size_bytes)
+        return BuiltArtifact(target, {**row, "status": "export_failed", "reason": str(err), "path": None})
+    row |= {"export": staged.details, "size_bytes": staged.size_bytes}
     runner_cls, why_not = native_runner(fmt)
-    failure = _check(job, fmt, staged=staged, runner_cls=runner_cls, row=row)
-    row.update(_publish(staged, job, ok=failure is None))
+    checks, failure = _check(ctx, target, fmt, staged=staged, runner_cls=runner_cls)
+    row |= checks | _publish(staged, out_dir=ctx.out_dir, ok=failure is None)
     if failure is not None:
-        return {**row, "status": "verify_failed", "reason": failure}
+        return BuiltArtifact(target, {**row, "status": "verify_failed", "reason": failure})
     if runner_cls is None:
-        return {**row, "status": "not_benchmarked", "reason": _not_run_reason(why_not, row)}
-    runner = runner_cls(Path(row["path"]), threads=job.threads)  # reopen from its final place
-    row.update(_measure(job, runner, runner_cls))
-    if job.eval_loader is not None:
-        row["accuracy"] = accuracy(predict=runner_predict(runner), loader=job.eval_loader)
-    return row
+        return BuiltArtifact(target, {**row, "status": "not_benchmarked", "reason": _not_run_reason(why_not, row)})
+    return BuiltArtifact(target, {**row, "status": "ok", "reason": None}, runner_cls)
 
 
-def native_runner(fmt) -> tuple[type | None, str | None]:
+def native_runner(fmt: Format) -> tuple[type | None, str | None]:
     """The format's own runner class if it can execute here, else (None, why not)."""
     runner_cls = fmt.runner_class()
-    if runner_cls is None:
-        return None, f"no {fmt.runtime} runtime exists for this format in vitopt"
     reason = runner_cls.unavailable_reason()
     return (None, reason) if reason else (runner_cls, None)
 
 
-def _check(job: TargetJob, fmt, *, staged: ExportedArtifact, runner_cls, row: dict) -> str | None:
-    """Static validation, then parity on the native runtime or the format's proxy; a failure reason or None."""
-    validate = fmt.validator_function()
+def export_module(ctx: RunContext, target: Target, *, module: nn.Module, subdir: str) -> ExportedArtifact:
+    """``module`` exported for ``target`` into its own folder under the run's staging directory."""
+    fmt = FORMATS.get(target.format)
+    provenance = {"vitopt.recipe": ctx.recipe.name}
+    exporter = fmt.exporter_class()(fmt=fmt, precision=target.precision, options=target.options,
+                                    provenance=provenance)  # fmt: skip
+    staging = ctx.staging / subdir
+    staging.mkdir(parents=True, exist_ok=True)
+    return exporter.export(module, spec=ctx.spec, staging=staging, calibration=ctx.images)
+
+
+def _check(ctx: RunContext, target: Target, fmt: Format, *, staged: ExportedArtifact,
+           runner_cls) -> tuple[dict, str | None]:  # fmt: skip
+    """Static validation, then parity on the native runtime or the format's proxy: (row fields, failure)."""
+    validate, fields = fmt.validator_function(), {}
     try:
         if validate is not None:
-            row["validation"] = validate(staged.main, spec=job.spec, precision=job.target.precision)
+            fields["validation"] = validate(staged.main, spec=ctx.spec, precision=target.precision)
     except VerificationError as err:
-        return f"{err}; the artifact was moved to rejected/ and not shipped"
-    checker_cls = runner_cls or fmt.proxy_runner_class()
-    if checker_cls is None:
-        return None
-    checker = checker_cls(staged.main, threads=job.threads)
-    parity = _verify(job, checker, fmt)
-    row.update(parity={**parity.to_dict(), "runtime": checker.runtime}, fidelity=_fidelity(job, checker))
-    return None if parity.passed else _parity_reason(parity)
+        return fields, f"{err}; the artifact was moved to rejected/ and not shipped"
+    checker_runtime = fmt.runtime if runner_cls is not None else fmt.proxy_runtime
+    if checker_runtime is None:
+        return fields, None
+    checker = (runner_cls or fmt.proxy_runner_class())(staged.main, threads=ctx.threads)
+    parity = _verify(ctx, target, checker, fmt)
+    fields |= {"parity": {**parity.to_dict(), "runtime": checker_runtime}, "fidelity": _fidelity(ctx, checker)}
+    return fields, None if parity.passed else _parity_reason(parity)
 
 
 def _not_run_reason(why_not: str | None, row: dict) -> str:
@@ -101,40 +119,29 @@ def _not_run_reason(why_not: str | None, row: dict) -> str:
     return f"{why_not}" + (f"; {' and '.join(checked)}" if checked else "")
 
 
-def _export(job: TargetJob, *, module: nn.Module, subdir: str) -> ExportedArtifact:
-    fmt = FORMATS.get(job.target.format)
-    provenance = {"vitopt.recipe": job.recipe.name}
-    exporter = fmt.exporter_class()(
-        fmt=fmt, precision=job.target.precision, options=job.target.options, provenance=provenance
-    )
-    staging = job.staging / subdir
-    staging.mkdir(parents=True, exist_ok=True)
-    return exporter.export(module, spec=job.spec, staging=staging, calibration=job.images)
-
-
-def _verify(job: TargetJob, runner, fmt):
-    settings = job.recipe.verify
-    reference = job.candidate_logits
+def _verify(ctx: RunContext, target: Target, runner, fmt: Format):
+    settings = ctx.recipe.verify
+    reference = ctx.candidate_logits
     if getattr(runner, "outputs_log_probabilities", False):  # a Core ML classifier returns probabilities
         reference = torch.log_softmax(torch.from_numpy(reference).double(), dim=1).numpy()
     return check_parity(
-        reference=reference, runner=runner, images=job.images,
-        max_abs_diff=fmt.tolerance(job.target.precision, fp32=settings.max_abs_diff),
+        reference=reference, runner=runner, images=ctx.images,
+        max_abs_diff=fmt.tolerance(target.precision, fp32=settings.max_abs_diff),
         min_top1_agreement=settings.min_top1_agreement,
     )  # fmt: skip
 
 
-def _fidelity(job: TargetJob, runner) -> dict[str, Any] | None:
+def _fidelity(ctx: RunContext, runner) -> dict[str, Any] | None:
     """Top-1 agreement with the ORIGINAL model: what passes cost, beyond export error."""
-    if not job.model_changed:
+    if not ctx.model_changed:
         return None
-    logits = runner.run_in_chunks(job.images.numpy())
-    agree = float(np.mean(logits.argmax(1) == job.original_logits.argmax(1)))
+    logits = runner.run_in_chunks(ctx.images.numpy())
+    agree = float(np.mean(logits.argmax(1) == ctx.original_logits.argmax(1)))
     return {"top1_agreement_with_original": agree, "n_images": len(logits)}
 
 
-def _publish(staged: ExportedArtifact, job: TargetJob, *, ok: bool) -> dict[str, Any]:
-    dest = job.out_dir if ok else job.out_dir / "rejected"
+def _publish(staged: ExportedArtifact, *, out_dir: Path, ok: bool) -> dict[str, Any]:
+    dest = out_dir if ok else out_dir / "rejected"
     dest.mkdir(parents=True, exist_ok=True)
     final = publish(staged, out_dir=dest)
     return {"path": os.fspath(final.main), "size_bytes": final.size_bytes}
@@ -147,37 +154,3 @@ def _parity_reason(parity) -> str:
         f"{parity.top1_agreement:.4f} (needs {parity.tolerance_top1_agreement:.4f}); "
         "the artifact was moved to rejected/ and not shipped"
     )
-
-
-def _measure(job: TargetJob, runner, runner_cls) -> dict[str, Any]:
-    settings = job.recipe.bench
-    if not settings.enabled:
-        return {"status": "not_benchmarked", "reason": "benchmarking disabled by the recipe"}
-    baseline = runner_cls(_baseline_path(job, candidate=runner.path), threads=job.threads)
-    x = np.ascontiguousarray(job.images[: settings.batch_size].numpy())
-    bench = BenchSettings(
-        warmup=settings.warmup, min_runs=settings.min_runs, min_time_s=settings.min_time_s,
-        threads=job.threads, batch_size=len(x),
-    )  # fmt: skip
-    pair = {"baseline": lambda: baseline.run(x), "candidate": lambda: runner.run(x)}
-    stats = measure_interleaved(pair, settings=bench)
-    return {
-        "status": "ok", "reason": None,
-        "latency_ms": stats["candidate"].to_dict(), "baseline_latency_ms": stats["baseline"].to_dict(),
-        "speedup": round(speedup(baseline=stats["baseline"], candidate=stats["candidate"]), 4),
-    }  # fmt: skip
-
-
-def _baseline_path(job: TargetJob, *, candidate: Path) -> Path:
-    """The unmodified model exported to the same format in fp32, once per format.
-
-    When no pass changed the model and the precision is fp32 the candidate file is that
-    export already; it is still measured in its own session, interleaved.
-    """
-    name = job.target.format
-    if not job.model_changed and job.target.precision == "fp32":
-        return candidate
-    if name not in job.baselines:
-        base = replace(job, target=Target(format=name, options=job.target.options))
-        job.baselines[name] = _export(base, module=job.original, subdir=f"baseline-{name}").main
-    return job.baselines[name]

@@ -17,7 +17,7 @@ def format_of(path: Path) -> Format:
     fmt = format_for_path(path)
     if fmt is not None:
         return fmt
-    suffixes = ", ".join(Path(FORMATS.get(n).file_name).suffix for n in FORMATS.names())
+    suffixes = ", ".join(FORMATS.get(n).suffix for n in FORMATS.names())
     raise UnsupportedOptionError(f"no known format for {str(path)!r}", hint=f"known: {suffixes}")
 
 

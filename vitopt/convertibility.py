@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from vitopt.errors import UnsupportedOptionError
+from vitopt.errors import UnsupportedOptionError, one_line
 from vitopt.spec import ModelSpec
 
 
@@ -64,7 +64,7 @@ def check_targets(*, module: nn.Module, spec: ModelSpec, targets: list[str]) -> 
 
 
 def _untraceable(target: str, err: Exception) -> Finding:
-    reason = " ".join(str(err).split())[:300]
+    reason = one_line(err)
     return Finding(target=target, op="torch.export", detail=f"the model cannot be traced: {reason}",
                    rewrite="the exporter falls back to its tracing path; the check could not look inside")  # fmt: skip
 

@@ -34,21 +34,16 @@ _ISA_FLAGS = {
     "sse4_2": "sse4_2",
 }
 
-# Key in the report -> distribution name on PyPI.
-_PACKAGES = {
+# Key in the report -> distribution name on PyPI: vitopt's own dependencies and what its passes use;
+# the backends' packages come from the format table (see _packages).
+_CORE_PACKAGES = {
     "vitopt": "vitopt",
     "torch": "torch",
     "torchvision": "torchvision",
     "timm": "timm",
-    "onnx": "onnx",
-    "onnxruntime": "onnxruntime",
-    "onnxslim": "onnxslim",
-    "openvino": "openvino",
-    "nncf": "nncf",
-    "coremltools": "coremltools",
-    "torch_pruning": "torch-pruning",
-    "tensorrt": "tensorrt",
     "numpy": "numpy",
+    "nncf": "nncf",
+    "torch_pruning": "torch-pruning",
 }
 
 
@@ -69,7 +64,11 @@ def describe_environment(*, threads: int | None = None) -> dict[str, Any]:
     }
 
 
-RUNTIME_PACKAGES = ("torch", "onnxruntime", "openvino", "coremltools", "tensorrt")
+def runtime_packages() -> tuple[str, ...]:
+    """Packages whose versions decide a latency: torch and every runtime in the format table."""
+    from vitopt.formats import RUNTIMES
+
+    return ("torch", *(RUNTIMES.get(name).package for name in RUNTIMES.names()))
 
 
 def summary_line(env: dict[str, Any], *, load: bool = False) -> str:
@@ -77,7 +76,7 @@ def summary_line(env: dict[str, Any], *, load: bool = False) -> str:
     average, which a benchmark prints because a busy machine inflates what it measures)."""
     isa = ", ".join(k for k, v in env.get("isa", {}).items() if v) or "unknown"
     load = f"; load {env['load_average']}" if load and env.get("load_average") else ""
-    versions = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v and k in RUNTIME_PACKAGES)
+    versions = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v and k in runtime_packages())
     return f"{env.get('cpu_model')} ({env.get('threads')} threads; ISA: {isa}{load}); {versions}."
 
 
@@ -92,7 +91,15 @@ def default_threads() -> int:
 
 def package_versions() -> dict[str, str | None]:
     """Installed version of each relevant package, None when absent; imports none of them."""
-    return {key: _installed_version(dist) for key, dist in _PACKAGES.items()}
+    return {key: _installed_version(dist) for key, dist in _packages().items()}
+
+
+def _packages() -> dict[str, str]:
+    from vitopt.formats import FORMATS, RUNTIMES
+
+    backends = [p for name in FORMATS.names() for p in FORMATS.get(name).packages]
+    backends += [RUNTIMES.get(name).package for name in RUNTIMES.names()]
+    return _CORE_PACKAGES | {package: package for package in dict.fromkeys(backends)}
 
 
 def _installed_version(dist: str) -> str | None:

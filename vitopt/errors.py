@@ -8,7 +8,12 @@ to one clear line with a hint; a traceback appears only with ``--debug``.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger("vitopt")
 
 
 class VitoptError(Exception):
@@ -74,3 +79,29 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
     if not close:
         return None
     return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+def one_line(err: BaseException, *, limit: int = 300, with_type: bool = False) -> str:
+    """An exception as one line of at most ``limit`` characters: white space folded (backends put
+    C++ stack frames and blank lines in their messages), cut with an ellipsis."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    text = f"{type(err).__name__}: {text}" if with_type else text
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def first_that_works(attempts: Sequence[tuple[str, Callable[[], T]]], *, what: str,
+                     error: type[VitoptError]) -> tuple[str, T]:  # fmt: skip
+    """Run ``attempts`` (name, thunk) in order and return (name, result) of the first that succeeds.
+
+    Converters fail in many ways (each backend raises its own types), so any exception moves on
+    to the next attempt; if all fail, ``error`` lists every attempt's cause and chains the last.
+    """
+    failures, last = [], None
+    for name, attempt in attempts:
+        try:
+            return name, attempt()
+        except Exception as err:
+            failures.append(f"{name}: {one_line(err, with_type=True)}")
+            log.info("%s via %s failed: %s", what, name, failures[-1])
+            last = err
+    raise error(f"{what} failed: " + " | ".join(failures)) from last

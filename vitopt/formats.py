@@ -1,7 +1,9 @@
-"""The one table of output formats, shared by export, verify, bench and report.
+"""The one table of output formats (and the runtimes that execute them), shared by export,
+verify, bench and report.
 
-Each row names (as import paths, so nothing heavy loads until used) the exporter that
-writes the artifact, the runner that executes it, and the extra that installs both.
+Each row names (as import paths into ``vitopt/backends/<format>/``, so nothing heavy loads
+until used) the exporter that writes the artifact, the runtime whose runner executes it,
+the probe and validator where the format has them, and the extra that installs them.
 """
 
 from __future__ import annotations
@@ -16,19 +18,37 @@ from vitopt.registry import Registry
 
 
 @dataclass(frozen=True)
+class Runtime:
+    """What executes artifacts: its runner class and the distribution whose version reports record."""
+
+    name: str
+    runner: str  # "module:Class" of a vitopt.backends.runner.Runner
+    package: str
+
+    def runner_class(self):
+        return _import_attr(self.runner)
+
+
+RUNTIMES: Registry[Runtime] = Registry("runtime")
+RUNTIMES.add("onnxruntime", Runtime("onnxruntime", "vitopt.backends.onnx.runner:OnnxRuntimeRunner", "onnxruntime"))
+RUNTIMES.add("openvino", Runtime("openvino", "vitopt.backends.openvino.runner:OpenVinoRunner", "openvino"))
+RUNTIMES.add("coreml", Runtime("coreml", "vitopt.backends.coreml.runner:CoreMLRunner", "coremltools"))
+RUNTIMES.add("tensorrt", Runtime("tensorrt", "vitopt.backends.tensorrt.runner:TensorRTRunner", "tensorrt"))
+
+
+@dataclass(frozen=True)
 class Format:
     name: str
-    exporter: str  # "module:Class" of an exporters.base.Exporter
-    runtime: str  # what executes the artifact, as named in reports
-    runner: str | None  # "module:Class" of a runtimes.base.Runner, None where none exists here
+    exporter: str  # "module:Class" of a vitopt.backends.exporter.Exporter
+    runtime: str  # a RUNTIMES name: what executes the artifact
     extra: str  # pip extra that installs the backend
     precisions: tuple[str, ...]
     file_name: str  # main artifact file inside the output directory
     packages: tuple[str, ...] = ()  # import names the exporter and runner need
-    # Where the native runtime is absent here: a runner that still checks the artifact's numbers
+    # Where the native runtime is absent here: a runtime that still checks the artifact's numbers
     # (TensorRT's prepared ONNX on ONNX Runtime), and/or a static validator of the file itself
     # ("module:function(path, *, spec, precision) -> dict", raising VerificationError).
-    proxy_runner: str | None = None
+    proxy_runtime: str | None = None
     validator: str | None = None
     probe: str | None = None  # "module:function(program, *, spec) -> list[Finding]" for `vitopt check`
     # Parity tolerance (max abs logit diff) per precision; the recipe's verify.max_abs_diff applies to fp32.
@@ -44,7 +64,7 @@ class Format:
         """This format's runner on ``path``, or one line saying why it cannot run here."""
         self.check_installed()
         runner_cls = self.runner_class()
-        reason = "vitopt has no runner for it" if runner_cls is None else runner_cls.unavailable_reason()
+        reason = runner_cls.unavailable_reason()
         if reason:
             hint = f"run it on a machine where {self.runtime} runs, or export another target"
             raise UnsupportedOptionError(f"{str(path)!r} ({self.name}) cannot run on this machine: {reason}", hint=hint)
@@ -54,10 +74,10 @@ class Format:
         return _import_attr(self.exporter)
 
     def runner_class(self):
-        return None if self.runner is None else _import_attr(self.runner)
+        return RUNTIMES.get(self.runtime).runner_class()
 
     def proxy_runner_class(self):
-        return None if self.proxy_runner is None else _import_attr(self.proxy_runner)
+        return None if self.proxy_runtime is None else RUNTIMES.get(self.proxy_runtime).runner_class()
 
     def validator_function(self):
         return None if self.validator is None else _import_attr(self.validator)
@@ -68,43 +88,47 @@ class Format:
     def tolerance(self, precision: str, *, fp32: float) -> float:
         return dict(self.tolerances).get(precision, fp32)
 
+    def matches(self, path: Path) -> bool:
+        return path.name.endswith(self.suffix)
 
+    @property
+    def suffix(self) -> str:
+        """Everything after the file name's stem: ".trt.onnx" for TensorRT, ".onnx" for ONNX."""
+        return self.file_name[self.file_name.index(".") :]
+
+
+B = "vitopt.backends"
 FORMATS: Registry[Format] = Registry("target")
 FORMATS.add("onnx", Format(
-    name="onnx", exporter="vitopt.exporters.onnx:OnnxExporter", runtime="onnxruntime",
-    runner="vitopt.runtimes.onnxruntime:OnnxRuntimeRunner", extra="onnx",
+    name="onnx", exporter=f"{B}.onnx.exporter:OnnxExporter", runtime="onnxruntime", extra="onnx",
     precisions=("fp32",), file_name="model.onnx", packages=("onnx", "onnxruntime", "onnxslim"),
 ))  # fmt: skip
 FORMATS.add("openvino", Format(
-    name="openvino", exporter="vitopt.exporters.openvino:OpenVinoExporter", runtime="openvino",
-    runner="vitopt.runtimes.openvino:OpenVinoRunner", extra="openvino", precisions=("fp32", "fp16"),
-    file_name="model.xml", packages=("openvino",), probe="vitopt.exporters.openvino_probe:probe",
+    name="openvino", exporter=f"{B}.openvino.exporter:OpenVinoExporter", runtime="openvino", extra="openvino",
+    precisions=("fp32", "fp16"), file_name="model.xml", packages=("openvino",), probe=f"{B}.openvino.probe:probe",
 ))  # fmt: skip
 FORMATS.add("tensorrt", Format(
-    name="tensorrt", exporter="vitopt.exporters.tensorrt:TensorRTExporter", runtime="tensorrt",
-    runner="vitopt.runtimes.tensorrt:TensorRTRunner", extra="onnx", precisions=("fp32", "fp16", "int8"),
+    name="tensorrt", exporter=f"{B}.tensorrt.exporter:TensorRTExporter", runtime="tensorrt",
+    extra="onnx", precisions=("fp32", "fp16", "int8"),
     # extra "onnx": what the prepared ONNX needs; tensorrt itself (extra "tensorrt") only builds and runs engines
     file_name="model.trt.onnx", packages=("onnx", "onnxruntime", "onnxslim"),
-    proxy_runner="vitopt.runtimes.onnxruntime:OnnxRuntimeRunner", probe="vitopt.exporters.tensorrt_probe:probe",
+    proxy_runtime="onnxruntime", probe=f"{B}.tensorrt.probe:probe",
     # fp16/int8 only change the engine's build flags; the prepared ONNX that is checked here stays
     # fp32 (int8: QDQ-quantised), so fp16 is held to the fp32 tolerance, int8 to int8's.
     tolerances=(("int8", 1.0),),
 ))  # fmt: skip
 FORMATS.add("coreml", Format(
-    name="coreml", exporter="vitopt.exporters.coreml:CoreMLExporter", runtime="coreml",
-    runner="vitopt.runtimes.coreml:CoreMLRunner", extra="coreml", precisions=("fp16", "fp32"),
-    file_name="model.mlpackage", packages=("coremltools",), default_precision="fp16",
-    validator="vitopt.exporters.coreml_validate:validate_mlpackage", probe="vitopt.exporters.coreml_probe:probe",
+    name="coreml", exporter=f"{B}.coreml.exporter:CoreMLExporter", runtime="coreml", extra="coreml",
+    precisions=("fp16", "fp32"), file_name="model.mlpackage", packages=("coremltools",), default_precision="fp16",
+    validator=f"{B}.coreml.validate:validate_mlpackage", probe=f"{B}.coreml.probe:probe",
 ))  # fmt: skip
 
 
 def format_for_path(path: Path) -> Format | None:
-    """The format whose artifact file ends like ``path`` (model.onnx -> onnx)."""
-    for name in FORMATS.names():
-        fmt = FORMATS.get(name)
-        if path.suffix == Path(fmt.file_name).suffix:
-            return fmt
-    return None
+    """The format whose artifact file ends like ``path``; the longest ending wins
+    (model.trt.onnx -> tensorrt, model.onnx -> onnx, model.fp16.xml -> openvino)."""
+    matching = [FORMATS.get(name) for name in FORMATS.names() if FORMATS.get(name).matches(path)]
+    return max(matching, key=lambda fmt: len(fmt.suffix), default=None)
 
 
 def _import_attr(path: str):

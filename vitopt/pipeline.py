@@ -9,22 +9,23 @@ import copy
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from vitopt.artifacts import TargetJob, run_target
+from vitopt.artifacts import RunContext, build_artifact
 from vitopt.convertibility import check_targets, raise_on_blockers
 from vitopt.data import load_batch
 from vitopt.environment import default_threads
 from vitopt.evaluate import accuracy, evaluation_loader, torch_predict
-from vitopt.exporters.base import staging_dir
-from vitopt.flops import model_cost
+from vitopt.flops import ModelCost, model_cost
 from vitopt.formats import FORMATS
+from vitopt.measure import baselines_needed, export_baselines, measure_artifact
 from vitopt.models import LoadedModel
 from vitopt.passes import PassContext, pass_registry
+from vitopt.publish import staging_dir
 from vitopt.recipe import PassStep, Recipe
 from vitopt.report import build_report, write_report
 from vitopt.verify import torch_logits
@@ -58,35 +59,47 @@ def compress(
     with step("loading calibration images"):
         images = load_batch(spec=model.spec, path=data, n=recipe.verify.n_images)
     original = copy.deepcopy(model.module).eval()
-    candidate, pass_records = run_passes(model, recipe=recipe, images=images, step=step)
-    rows, baseline = _run_targets(
-        model, candidate=candidate, original=original, recipe=recipe, images=images,
-        out_dir=out_dir, eval_data=eval_data, eval_limit=eval_limit, step=step,
-        model_changed=bool(pass_records),
-    )  # fmt: skip
+    passes = run_passes(model, recipe=recipe, images=images, step=step)
+    loader, baseline = _evaluate_original(model, original=original, eval_data=eval_data, eval_limit=eval_limit,
+                                          step=step)  # fmt: skip
+    with staging_dir(out_dir) as staging:
+        ctx = RunContext(
+            candidate=passes.module, original=original, model_changed=bool(passes.records), spec=model.spec,
+            images=images, candidate_logits=torch_logits(passes.module, images),
+            original_logits=torch_logits(original, images), staging=staging, out_dir=out_dir, recipe=recipe,
+            threads=_threads(recipe), eval_loader=loader,
+        )  # fmt: skip
+        rows = run_targets(ctx, step=step)
     report = build_report(
-        model=model, original=original, candidate=candidate, passes=pass_records,
-        artifacts=rows, baseline=baseline, recipe=recipe, threads=_threads(recipe),
+        model=model, passes=passes.records, costs=(passes.costs[0], passes.costs[-1]), artifacts=rows,
+        baseline=baseline, recipe=recipe, threads=_threads(recipe), findings=findings,
     )  # fmt: skip
-    report["convertibility"] = {t: [f.to_dict() for f in fs] for t, fs in findings.items()}
     write_report(report, out_dir=out_dir)
     return report
 
 
-def run_passes(model: LoadedModel, *, recipe: Recipe, images, step: Step) -> tuple[nn.Module, list]:
+@dataclass(frozen=True)
+class PassesRun:
+    module: nn.Module
+    records: list[dict[str, Any]]
+    costs: list[ModelCost]  # the model's cost before the first pass and after each one
+
+
+def run_passes(model: LoadedModel, *, recipe: Recipe, images, step: Step) -> PassesRun:
     """Apply the recipe's passes in order, recording time, params and FLOPs around each."""
-    module, records = copy.deepcopy(model.module).eval(), []
+    module = copy.deepcopy(model.module).eval()
     context = PassContext(spec=model.spec, calibration=images, teacher=model.module)
+    records, costs = [], [model_cost(module, input_size=model.spec.input_size)]
     for pass_step in recipe.passes:
         with step(f"pass {pass_step.name}"):
-            module, record = _run_pass(pass_step, module, context=context)
+            module, record, cost = _run_pass(pass_step, module, context=context, before=costs[-1])
         records.append(record)
-    return module.eval(), records
+        costs.append(cost)
+    return PassesRun(module.eval(), records, costs)
 
 
-def _run_pass(pass_step: PassStep, module: nn.Module, *, context: PassContext):
+def _run_pass(pass_step: PassStep, module: nn.Module, *, context: PassContext, before: ModelCost):
     the_pass = pass_registry().get(pass_step.name)(pass_step.build_options())
-    before = model_cost(module, input_size=context.spec.input_size)
     start = time.perf_counter()
     result = the_pass.run(module, context=context)
     seconds = time.perf_counter() - start
@@ -96,33 +109,35 @@ def _run_pass(pass_step: PassStep, module: nn.Module, *, context: PassContext):
         "params_before": before.params, "params_after": after.params,
         "flops_before": before.flops, "flops_after": after.flops, "details": result.details,
     }  # fmt: skip
-    return result.module, record
+    return result.module, record, after
 
 
-def _run_targets(model: LoadedModel, *, candidate, original, recipe, images, out_dir,
-                 eval_data, eval_limit, step, model_changed) -> tuple[list, dict]:  # fmt: skip
-    loader = None
+def _evaluate_original(model: LoadedModel, *, original, eval_data, eval_limit, step: Step):
+    """(the labelled loader or None, the baseline entry of the report)."""
     baseline: dict[str, Any] = {"model": "unmodified PyTorch model"}
-    if eval_data is not None:
-        loader = evaluation_loader(path=Path(eval_data), spec=model.spec, limit=eval_limit)
-        with step("evaluating the unmodified model"):
-            baseline["accuracy"] = accuracy(predict=torch_predict(original), loader=loader)
+    if eval_data is None:
+        return None, baseline
+    loader = evaluation_loader(path=Path(eval_data), spec=model.spec, limit=eval_limit)
+    with step("evaluating the unmodified model"):
+        baseline["accuracy"] = accuracy(predict=torch_predict(original), loader=loader)
+    return loader, baseline
+
+
+def run_targets(ctx: RunContext, *, step: Step) -> list[dict[str, Any]]:
+    """Forward only: build every artifact, export the baselines they need, then measure each."""
+    built = []
+    for target in ctx.recipe.targets:
+        with step(f"target {target.format} {target.precision}: export, verify"):
+            built.append(build_artifact(ctx, target))
+    needed, baselines = baselines_needed(ctx, built), {}
+    if needed:
+        with step(f"exporting the unmodified model as latency baseline ({', '.join(k[0] for k in needed)})"):
+            baselines = export_baselines(ctx, needed)
     rows = []
-    with staging_dir(out_dir) as staging:
-        job = TargetJob(
-            target=recipe.targets[0], candidate=candidate, original=original,
-            model_changed=model_changed, spec=model.spec, images=images,
-            candidate_logits=torch_logits(candidate, images), original_logits=torch_logits(original, images),
-            staging=staging, out_dir=out_dir, recipe=recipe, threads=_threads(recipe), eval_loader=loader,
-        )  # fmt: skip
-        for target in recipe.targets:
-            with step(f"target {target.format} {target.precision}: export, verify, benchmark"):
-                rows.append(run_target(_for(job, target)))
-    return rows, baseline
-
-
-def _for(job: TargetJob, target) -> TargetJob:
-    return replace(job, target=target)
+    for artifact in built:
+        with step(f"target {artifact.target.format} {artifact.target.precision}: benchmark, evaluate"):
+            rows.append(measure_artifact(ctx, artifact, baselines))
+    return rows
 
 
 def _formats(recipe: Recipe) -> list[str]:

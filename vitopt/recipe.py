@@ -1,4 +1,4 @@
-"""Recipes: which model passes to run, which targets to emit, tolerances and budgets.
+"""Recipes: which model passes to run, which targets to emit, tolerances and benchmark settings.
 
 A recipe is YAML validated into these versioned pydantic models on load; an unknown pass,
 target or key is an error naming its line, with a "did you mean" where one is close.
@@ -73,12 +73,6 @@ class BenchRecipe(_Strict):
     batch_size: int = Field(1, ge=1)
 
 
-class Budgets(_Strict):
-    max_latency_ms: float | None = Field(None, gt=0)
-    min_speedup: float | None = Field(None, gt=0)
-    min_top1_agreement: float | None = Field(None, ge=0, le=1)
-
-
 class Recipe(_Strict):
     version: Literal[1] = RECIPE_VERSION
     name: str = "custom"
@@ -87,7 +81,6 @@ class Recipe(_Strict):
     targets: list[Target] = Field(default_factory=lambda: [Target(format="onnx")])
     verify: VerifySettings = Field(default_factory=VerifySettings)
     bench: BenchRecipe = Field(default_factory=BenchRecipe)
-    budgets: Budgets = Field(default_factory=Budgets)
 
     @field_validator("targets")
     @classmethod

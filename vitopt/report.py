@@ -7,13 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from vitopt import __version__
 from vitopt.environment import describe_environment, summary_line
-from vitopt.exporters.base import write_atomic
-from vitopt.flops import FLOPS_CONVENTION, model_cost
+from vitopt.flops import FLOPS_CONVENTION, ModelCost
 from vitopt.models import LoadedModel
+from vitopt.publish import write_atomic
 from vitopt.recipe import Recipe
 
 SCHEMA = "vitopt.report/1"
@@ -21,14 +19,11 @@ FAILED_STATUSES = ("export_failed", "verify_failed")
 
 
 def build_report(
-    *, model: LoadedModel, original: nn.Module, candidate: nn.Module, passes: list, artifacts: list,
-    baseline: dict, recipe: Recipe, threads: int,
+    *, model: LoadedModel, passes: list, costs: tuple[ModelCost, ModelCost], artifacts: list, baseline: dict,
+    recipe: Recipe, threads: int, findings: dict[str, list] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    spec = model.spec
-    before = model_cost(original, input_size=spec.input_size)
-    after = model_cost(candidate, input_size=spec.input_size)
-    for row in artifacts:
-        row.update(params=after.params, flops=after.flops)
+    """The report document from what the pipeline measured; ``costs`` is (original, compressed)."""
+    before, after = costs
     return {
         "schema": SCHEMA,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -39,8 +34,9 @@ def build_report(
         "recipe": recipe.model_dump(mode="json"),
         "passes": passes,
         "baseline": {**baseline, **before.to_dict()},
-        "artifacts": artifacts,
+        "artifacts": [{**row, **after.to_dict()} for row in artifacts],
         "environment": describe_environment(threads=threads),
+        "convertibility": {target: [f.to_dict() for f in fs] for target, fs in (findings or {}).items()},
     }
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitopt.runtimes.base import Runner
+from vitopt.backends.runner import Runner
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ def test_compress_folds_exports_and_measures(tmp_path):
 def test_graph_rewritten_model_exports_to_onnx(tmp_path):
     import onnxruntime as ort
 
-    from vitopt.exporters.onnx import OnnxOptions, export_onnx
+    from vitopt.backends.onnx.exporter import OnnxOptions, export_onnx
     from vitopt.reparam import reparameterize
 
     spec = ModelSpec(name="blocks", input_size=(3, 16, 16), num_classes=5)

@@ -6,6 +6,8 @@ Commands live in focused modules that register on ``app``; ``python -m vitopt.cl
 
 from __future__ import annotations
 
+import importlib
+
 import typer
 
 app = typer.Typer(
@@ -13,7 +15,9 @@ app = typer.Typer(
     help="Compress, export, verify and measure vision transformers.",
 )  # fmt: skip
 
-from vitopt.cli import check_cmds, export_cmds, train_cmds  # noqa: E402,F401  (register the commands)
+# Each module registers its commands on `app`; --help lists them in this order.
+for _module in ("compress_cmd", "check_cmds", "bench_cmd", "inspect_cmd", "train_cmds"):
+    importlib.import_module(f"vitopt.cli.{_module}")
 
 
 def main() -> None:

@@ -9,20 +9,19 @@ import typer
 from rich.table import Table
 
 from vitopt.cli import app
-from vitopt.cli.options import Checkpoint, Debug, InputSize, JsonOut, Labels, Mean, ModelArg, ModelName, Std, Trust
-from vitopt.cli.support import console, handle_errors, load_for_cli, out, step
+from vitopt.cli.options import Debug, JsonOut, ModelName, ModelOptions, model_options
+from vitopt.cli.support import console, handle_errors, out, step
 
 TARGET_HELP = "Target to check (repeatable; default: every target)."
 
 
 @app.command()
 @handle_errors
+@model_options()
 def check(
     model: ModelName,
     target: Annotated[Optional[list[str]], typer.Option("--target", "-t", help=TARGET_HELP)] = None,
-    checkpoint: Checkpoint = None, trust_checkpoint: Trust = False,
-    input_size: InputSize = None, mean: Mean = None, std: Std = None, labels: Labels = None,
-    model_arg: ModelArg = None, json_out: JsonOut = None, debug: Debug = False,
+    json_out: JsonOut = None, debug: Debug = False, model_options: ModelOptions = ModelOptions(),
 ) -> None:  # fmt: skip
     """Trace the model once and list, per target, what it rejects and the rewrites vitopt applies.
 
@@ -35,8 +34,7 @@ def check(
     targets = target or FORMATS.names()
     for name in targets:
         FORMATS.get(name)  # an unknown target fails here, with a did-you-mean
-    loaded = load_for_cli(model, checkpoint=checkpoint, trust=trust_checkpoint, model_args=model_arg,
-                          input_size=input_size, mean=mean, std=std, labels=labels)  # fmt: skip
+    loaded = model_options.load(model)
     with step("tracing the model and asking each target"):
         findings = check_targets(module=loaded.module, spec=loaded.spec, targets=targets)
     probed = {name for name in targets if FORMATS.get(name).probe}

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from vitopt.cli import app
-from vitopt.cli.options import Checkpoint, Debug, JsonOut, ModelArg, ModelName, Threads, Trust
+from vitopt.cli.options import Debug, JsonOut, ModelName, ModelOptions, Threads, model_options
 from vitopt.cli.support import handle_errors, load_for_cli, out, parse_assignments, step
 from vitopt.errors import InputError
 
@@ -55,39 +55,39 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 @app.command()
 @handle_errors
+@model_options(spec=False)
 def train(
     model: ModelName, data: Data, out_dir: OutDir, epochs: Epochs = 10, resume: Resume = False,
-    val_data: ValData = None, checkpoint: Checkpoint = None, trust_checkpoint: Trust = False,
-    model_arg: ModelArg = None, batch_size: BatchSize = None, lr: Lr = None, bf16: Bf16 = False,
-    settings: Settings = None, debug: Debug = False,
+    val_data: ValData = None, batch_size: BatchSize = None, lr: Lr = None, bf16: Bf16 = False,
+    settings: Settings = None, debug: Debug = False, model_options: ModelOptions = ModelOptions(),
 ) -> None:  # fmt: skip
     """Supervised training (cross-entropy with label smoothing) on labelled images."""
     from vitopt.train import fit
 
     config = _train_config(epochs=epochs, batch_size=batch_size, lr=lr, bf16=bf16, settings=settings)
-    loaded = load_for_cli(model, checkpoint=checkpoint, trust=trust_checkpoint, model_args=model_arg)
+    loaded = model_options.load(model)
     _print_summary(fit(model=loaded, data=data, out_dir=out_dir, config=config, val_data=val_data, resume=resume))
 
 
 @app.command()
 @handle_errors
+@model_options(spec=False)
 def distill(
     student: ModelName,
     teacher: Annotated[str, typer.Option(help="Teacher model (frozen, eval mode).")],
     data: Data, out_dir: OutDir, epochs: Epochs = 10, resume: Resume = False, val_data: ValData = None,
     teacher_checkpoint: Annotated[Optional[Path], typer.Option(help="Teacher weights.")] = None,
-    checkpoint: Checkpoint = None, trust_checkpoint: Trust = False, model_arg: ModelArg = None,
     batch_size: BatchSize = None, lr: Lr = None, bf16: Bf16 = False,
     hard: Annotated[bool, typer.Option("--hard", help="Hard distillation (teacher argmax).")] = False,
-    settings: Settings = None, debug: Debug = False,
+    settings: Settings = None, debug: Debug = False, model_options: ModelOptions = ModelOptions(),
 ) -> None:  # fmt: skip
     """Knowledge distillation of STUDENT from --teacher (soft KD by default; labels used where present)."""
     from vitopt.train import fit
 
     extra = [*(settings or []), *(["hard_distill=true"] if hard else [])]
     config = _train_config(epochs=epochs, batch_size=batch_size, lr=lr, bf16=bf16, settings=extra)
-    teacher_model = load_for_cli(teacher, checkpoint=teacher_checkpoint, trust=trust_checkpoint)
-    loaded = load_for_cli(student, checkpoint=checkpoint, trust=trust_checkpoint, model_args=model_arg)
+    teacher_model = load_for_cli(teacher, checkpoint=teacher_checkpoint, trust=model_options.trust_checkpoint)
+    loaded = model_options.load(student)
     summary = fit(model=loaded, data=data, out_dir=out_dir, config=config, teacher=teacher_model,
                   val_data=val_data, resume=resume)  # fmt: skip
     _print_summary(summary)
@@ -95,21 +95,22 @@ def distill(
 
 @app.command(name="eval")
 @handle_errors
+@model_options(spec=False)
 def eval_(
     model: Annotated[str, typer.Argument(help="A model (timm/vitopt name, file) or an exported artifact.")],
     data: Annotated[Path, typer.Option(help="Labelled images: ImageFolder directory or .tar of one.")],
     reference: Annotated[Optional[str], typer.Option(help="Compare with this model: agreement, KL.")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate on at most N images.")] = None,
-    checkpoint: Checkpoint = None, trust_checkpoint: Trust = False, model_arg: ModelArg = None,
     threads: Threads = None, json_out: JsonOut = None, debug: Debug = False,
+    model_options: ModelOptions = ModelOptions(),
 ) -> None:  # fmt: skip
     """Top-1 (and top-5) accuracy of a model or artifact; with --reference, agreement and mean KL."""
     from vitopt.evaluate import evaluate, predictor_for
 
-    kwargs = parse_assignments(model_arg, flag="--model-arg")
+    kwargs = parse_assignments(model_options.model_arg, flag="--model-arg")
     with step(f"loading {model}"):
-        predictor = predictor_for(name=model, threads=threads, checkpoint=checkpoint,
-                                  trust_checkpoint=trust_checkpoint, model_kwargs=kwargs)  # fmt: skip
+        predictor = predictor_for(name=model, threads=threads, checkpoint=model_options.checkpoint,
+                                  trust_checkpoint=model_options.trust_checkpoint, model_kwargs=kwargs)  # fmt: skip
         ref = predictor_for(name=reference, threads=threads) if reference else None
     with step(f"evaluating on {data}"):
         result = evaluate(predictor=predictor, data=data, limit=limit, reference=ref)

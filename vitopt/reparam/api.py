@@ -109,9 +109,9 @@ def _why(path: str, record: Record, strategy: str) -> str:
     for outer, error in record.untraceable.items():
         if outer == "(model)" or path.startswith(f"{outer}."):
             return f"inside {outer}, which torch.fx cannot trace ({error})"
-    for region in record.unshaped:
+    for region, error in record.unshaped.items():
         if region == "(model)" or path.startswith(f"{region}."):
-            return f"inside {region}, whose shapes could not be propagated with fake tensors"
+            return f"inside {region}, whose shapes could not be propagated with fake tensors ({error})"
     for region, error in record.errors.items():
         if region == "(model)" or path.startswith(f"{region}."):
             return f"inside {region}, where the analysis failed ({error}): please report it"

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from vitopt.errors import one_line
 from vitopt.reparam import candidates, collapse, rewrite
 from vitopt.reparam.analysis import Builder, LevelContext
 from vitopt.reparam.kinds import identities
@@ -47,7 +48,7 @@ class Record:
     left: dict[str, str] = field(default_factory=dict)  # BatchNorm path -> why it stays
     refusals: dict[tuple[str, str], str] = field(default_factory=dict)  # (module, reason) -> kind
     untraceable: dict[str, str] = field(default_factory=dict)
-    unshaped: list[str] = field(default_factory=list)
+    unshaped: dict[str, str] = field(default_factory=dict)  # traced but not shaped: path -> why
     graph_rewrites: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)  # parts of the model the analysis failed on
 
@@ -171,14 +172,15 @@ class Engine:
             self.record.untraceable[path or "(model)"] = str(err)
             return None
         known = {rel: self.outputs.get(join(path, rel)) for rel in opaque}
-        if not propagate_shapes(gm, self.inputs[path], known):
-            self.record.unshaped.append(path or "(model)")
+        why_unshaped = propagate_shapes(gm, self.inputs[path], known)
+        if why_unshaped is not None:
+            self.record.unshaped[path or "(model)"] = why_unshaped
             return None
         ctx = LevelContext(gm, self.kinds, calls=lambda rel: self.calls.get(join(path, rel), 1), tied=self.tied)
         try:
             found = candidates.find(gm, Builder(ctx).run())
         except Exception as err:  # an op pattern the analysis mishandles: skip this part, never the whole model
-            self.record.errors[path or "(model)"] = f"{type(err).__name__}: {err}"
+            self.record.errors[path or "(model)"] = one_line(err, with_type=True)
             return None
         self.note_findings(path, found)
         return gm, found

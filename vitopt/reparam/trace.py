@@ -21,6 +21,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 from torch.utils._pytree import tree_map
 
+from vitopt.errors import one_line
+
 
 class TraceFailed(Exception):
     """torch.fx could not trace a module (data-dependent control flow, unsupported Python).
@@ -127,7 +129,7 @@ def trace(module: nn.Module, *, opaque: set[str], recorded: tuple[tuple, dict] |
         graph = tracer.trace(shadow, concrete_args=concrete_args(module, recorded) or None)
     except Exception as err:  # fx raises TraceError, TypeError, AttributeError, ...
         stack = list(tracer.module_stack.values())
-        message = f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+        message = one_line(err, limit=200, with_type=True)
         raise TraceFailed(message, stack[-1][0] if stack else None) from err
     return fx.GraphModule(shadow, graph, class_name=type(module).__name__)
 
@@ -164,20 +166,20 @@ def _fake_args(gm: fx.GraphModule, recorded: tuple[tuple, dict], mode: FakeTenso
     return values
 
 
-def propagate_shapes(gm: fx.GraphModule, recorded: tuple[tuple, dict] | None, known: dict[str, Any]) -> bool:
-    """Annotate every node's ``meta['val']`` with a fake tensor; False when that is not possible.
+def propagate_shapes(gm: fx.GraphModule, recorded: tuple[tuple, dict] | None, known: dict[str, Any]) -> str | None:
+    """Annotate every node's ``meta['val']`` with a fake tensor; where that is not possible, why.
 
     ``known`` gives the recorded outputs of modules that must not run (opaque ones), by path.
     """
     if recorded is None:
-        return False
+        return "the module was never called on the calibration images"
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     try:
         with torch.no_grad():
             _ShapeProp(gm, mode, known).propagate_dont_convert_inputs(*_fake_args(gm, recorded, mode))
-    except Exception:  # an op without a fake implementation, a data-dependent shape, ...
-        return False
-    return True
+    except Exception as err:  # an op without a fake implementation, a data-dependent shape, ...
+        return one_line(err, limit=200, with_type=True)
+    return None
 
 
 def shape_of(node: fx.Node) -> tuple[int, ...] | None:

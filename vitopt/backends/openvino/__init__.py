@@ -1,0 +1,1 @@
+"""OpenVINO: IR export (PyTorch frontend, ONNX fallback), the CPU runner and the check probe."""

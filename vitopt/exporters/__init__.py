@@ -1,1 +1,0 @@
-"""One module per target behind :class:`vitopt.exporters.base.Exporter`; see ``vitopt.formats``."""

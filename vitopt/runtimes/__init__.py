@@ -1,1 +1,0 @@
-"""One runner per runtime, used by verification and benchmarking alike."""
