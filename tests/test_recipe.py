@@ -154,8 +154,8 @@ def test_unknown_target_option_names_line_and_close_option(tmp_path):
 
 
 def test_unsupported_precision_is_recipe_error(tmp_path):
-    err = _error(tmp_path, "version: 1\ntargets:\n  - format: onnx\n    precision: int8\n")
-    assert "supports precisions ['fp32']" in err.message
+    err = _error(tmp_path, "version: 1\ntargets:\n  - format: onnx\n    precision: int4\n")
+    assert "supports precisions ['fp32', 'fp16', 'int8', 'int8-dynamic', 'auto']" in err.message
 
 
 def test_unknown_pass_is_recipe_error(tmp_path):

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from vitopt.backends.exporter import ExportedArtifact
+from vitopt.backends.metadata import RECIPE_KEY
 from vitopt.errors import RunError, VerificationError
 from vitopt.formats import FORMATS, Format
 from vitopt.publish import publish
@@ -43,6 +44,7 @@ class RunContext:
     recipe: Recipe
     threads: int
     eval_loader: Any = None
+    calibration: torch.Tensor | None = None  # images for quantisers (default: ``images``)
 
 
 @dataclass(frozen=True)
@@ -52,13 +54,18 @@ class BuiltArtifact:
     target: Target
     row: dict[str, Any]
     runner_cls: type | None = None
+    files: tuple[Path, ...] = ()  # where the published files are (main last)
 
     @property
     def measurable(self) -> bool:
         return self.runner_cls is not None and self.row["status"] == "ok"
 
 
-def build_artifact(ctx: RunContext, target: Target) -> BuiltArtifact:
+def build_artifact(ctx: RunContext, target: Target, *, dest: Path | None = None,
+                   candidate: bool = False) -> BuiltArtifact:  # fmt: skip
+    """Export, check and publish ``target`` into ``dest`` (default: the output folder). A ``candidate``
+    (of ``precision: auto``) in a quantised precision is held only to running correctly here: its
+    accuracy floor is the selection's to apply, so its accuracy is still measured and reported."""
     fmt = FORMATS.get(target.format)
     row: dict[str, Any] = {"target": fmt.name, "runtime": fmt.runtime, "precision": target.precision}
     try:
@@ -67,13 +74,16 @@ def build_artifact(ctx: RunContext, target: Target) -> BuiltArtifact:
         return BuiltArtifact(target, {**row, "status": "export_failed", "reason": str(err), "path": None})
     row |= {"export": staged.details, "size_bytes": staged.size_bytes}
     runner_cls, why_not = native_runner(fmt)
-    checks, failure = _check(ctx, target, fmt, staged=staged, runner_cls=runner_cls)
-    row |= checks | _publish(staged, out_dir=ctx.out_dir, ok=failure is None)
+    checks, failure = _check(ctx, target, fmt, staged=staged, runner_cls=runner_cls, candidate=candidate)
+    final = _publish(staged, out_dir=dest or ctx.out_dir, ok=failure is None)
+    row |= checks | {"path": os.fspath(final.main), "size_bytes": final.size_bytes}
+    files = tuple(final.files)
     if failure is not None:
-        return BuiltArtifact(target, {**row, "status": "verify_failed", "reason": failure})
+        return BuiltArtifact(target, {**row, "status": "verify_failed", "reason": failure}, files=files)
     if runner_cls is None:
-        return BuiltArtifact(target, {**row, "status": "not_benchmarked", "reason": _not_run_reason(why_not, row)})
-    return BuiltArtifact(target, {**row, "status": "ok", "reason": None}, runner_cls)
+        reason = _not_run_reason(why_not, row)
+        return BuiltArtifact(target, {**row, "status": "not_benchmarked", "reason": reason}, files=files)
+    return BuiltArtifact(target, {**row, "status": "ok", "reason": None}, runner_cls, files)
 
 
 def native_runner(fmt: Format) -> tuple[type | None, str | None]:
@@ -86,16 +96,22 @@ def native_runner(fmt: Format) -> tuple[type | None, str | None]:
 def export_module(ctx: RunContext, target: Target, *, module: nn.Module, subdir: str) -> ExportedArtifact:
     """``module`` exported for ``target`` into its own folder under the run's staging directory."""
     fmt = FORMATS.get(target.format)
-    provenance = {"vitopt.recipe": ctx.recipe.name}
-    exporter = fmt.exporter_class()(fmt=fmt, precision=target.precision, options=target.options,
-                                    provenance=provenance)  # fmt: skip
+    quantizer = fmt.quantizer_for(target.precision, settings=target.quantize)
+    precision = quantizer.base_precision if quantizer else target.precision
+    exporter = fmt.exporter_class()(fmt=fmt, precision=precision, options=target.options,
+                                    provenance={RECIPE_KEY: ctx.recipe.name})  # fmt: skip
     staging = ctx.staging / subdir
     staging.mkdir(parents=True, exist_ok=True)
-    return exporter.export(module, spec=ctx.spec, staging=staging, calibration=ctx.images)
+    calibration = ctx.images if ctx.calibration is None else ctx.calibration
+    exported = exporter.export(module, spec=ctx.spec, staging=staging, calibration=calibration)
+    if quantizer is None:
+        return exported
+    dest = staging / fmt.file_name.replace(".", f".{target.precision}.", 1)
+    return quantizer.quantize(exported, scheme=target.precision, calibration=calibration, dest=dest)
 
 
-def _check(ctx: RunContext, target: Target, fmt: Format, *, staged: ExportedArtifact,
-           runner_cls) -> tuple[dict, str | None]:  # fmt: skip
+def _check(ctx: RunContext, target: Target, fmt: Format, *, staged: ExportedArtifact, runner_cls,
+           candidate: bool) -> tuple[dict, str | None]:  # fmt: skip
     """Static validation, then parity on the native runtime or the format's proxy: (row fields, failure)."""
     validate, fields = fmt.validator_function(), {}
     try:
@@ -107,7 +123,7 @@ def _check(ctx: RunContext, target: Target, fmt: Format, *, staged: ExportedArti
     if checker_runtime is None:
         return fields, None
     checker = (runner_cls or fmt.proxy_runner_class())(staged.main, threads=ctx.threads)
-    parity = _verify(ctx, target, checker, fmt)
+    parity = _verify(ctx, target, checker, fmt, candidate=candidate)
     fields |= {"parity": {**parity.to_dict(), "runtime": checker_runtime}, "fidelity": _fidelity(ctx, checker)}
     return fields, None if parity.passed else _parity_reason(parity)
 
@@ -119,15 +135,17 @@ def _not_run_reason(why_not: str | None, row: dict) -> str:
     return f"{why_not}" + (f"; {' and '.join(checked)}" if checked else "")
 
 
-def _verify(ctx: RunContext, target: Target, runner, fmt: Format):
-    settings = ctx.recipe.verify
+def _verify(ctx: RunContext, target: Target, runner, fmt: Format, *, candidate: bool):
+    settings, floor = ctx.recipe.verify, ctx.recipe.verify.min_top1_agreement
+    if target.quantized:
+        floor = 0.0 if candidate else target.quantize.min_top1_agreement  # NaN logits still fail
     reference = ctx.candidate_logits
     if getattr(runner, "outputs_log_probabilities", False):  # a Core ML classifier returns probabilities
         reference = torch.log_softmax(torch.from_numpy(reference).double(), dim=1).numpy()
     return check_parity(
         reference=reference, runner=runner, images=ctx.images,
         max_abs_diff=fmt.tolerance(target.precision, fp32=settings.max_abs_diff),
-        min_top1_agreement=settings.min_top1_agreement,
+        min_top1_agreement=floor,
     )  # fmt: skip
 
 
@@ -140,11 +158,10 @@ def _fidelity(ctx: RunContext, runner) -> dict[str, Any] | None:
     return {"top1_agreement_with_original": agree, "n_images": len(logits)}
 
 
-def _publish(staged: ExportedArtifact, *, out_dir: Path, ok: bool) -> dict[str, Any]:
+def _publish(staged: ExportedArtifact, *, out_dir: Path, ok: bool) -> ExportedArtifact:
     dest = out_dir if ok else out_dir / "rejected"
     dest.mkdir(parents=True, exist_ok=True)
-    final = publish(staged, out_dir=dest)
-    return {"path": os.fspath(final.main), "size_bytes": final.size_bytes}
+    return publish(staged, out_dir=dest)
 
 
 def _parity_reason(parity) -> str:

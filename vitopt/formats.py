@@ -51,8 +51,10 @@ class Format:
     proxy_runtime: str | None = None
     validator: str | None = None
     probe: str | None = None  # "module:function(program, *, spec) -> list[Finding]" for `vitopt check`
+    # "module:Class" of a vitopt.backends.quantizer.Quantizer: the precisions the exporter does not write itself
+    quantizer: str | None = None
     # Parity tolerance (max abs logit diff) per precision; the recipe's verify.max_abs_diff applies to fp32.
-    tolerances: tuple[tuple[str, float], ...] = (("fp16", 5e-2), ("int8", 1.0))
+    tolerances: tuple[tuple[str, float], ...] = (("fp16", 5e-2),)
     default_precision: str = "fp32"
 
     def check_installed(self) -> None:
@@ -85,8 +87,15 @@ class Format:
     def probe_function(self):
         return None if self.probe is None else _import_attr(self.probe)
 
+    def quantizer_for(self, precision: str, *, settings):
+        """The quantiser that produces ``precision`` (None when the exporter writes it itself)."""
+        cls = None if self.quantizer is None else _import_attr(self.quantizer)
+        return cls(settings=settings) if cls is not None and precision in cls.schemes else None
+
     def tolerance(self, precision: str, *, fp32: float) -> float:
-        return dict(self.tolerances).get(precision, fp32)
+        """Max abs logit difference allowed. Quantised precisions are gated on top-1 agreement instead
+        (their logits move by design); their difference is still measured and reported."""
+        return dict(self.tolerances).get(precision, fp32 if precision in ("fp32", "fp16") else float("inf"))
 
     def matches(self, path: Path) -> bool:
         return path.name.endswith(self.suffix)
@@ -101,11 +110,13 @@ B = "vitopt.backends"
 FORMATS: Registry[Format] = Registry("target")
 FORMATS.add("onnx", Format(
     name="onnx", exporter=f"{B}.onnx.exporter:OnnxExporter", runtime="onnxruntime", extra="onnx",
-    precisions=("fp32",), file_name="model.onnx", packages=("onnx", "onnxruntime", "onnxslim"),
+    precisions=("fp32", "fp16", "int8", "int8-dynamic"), file_name="model.onnx",
+    packages=("onnx", "onnxruntime", "onnxslim"), quantizer=f"{B}.onnx.quantize:OnnxQuantizer",
 ))  # fmt: skip
 FORMATS.add("openvino", Format(
     name="openvino", exporter=f"{B}.openvino.exporter:OpenVinoExporter", runtime="openvino", extra="openvino",
-    precisions=("fp32", "fp16"), file_name="model.xml", packages=("openvino",), probe=f"{B}.openvino.probe:probe",
+    precisions=("fp32", "fp16", "int8", "int8-weights"), file_name="model.xml", packages=("openvino",),
+    probe=f"{B}.openvino.probe:probe", quantizer=f"{B}.openvino.quantize:OpenVinoQuantizer",
 ))  # fmt: skip
 FORMATS.add("tensorrt", Format(
     name="tensorrt", exporter=f"{B}.tensorrt.exporter:TensorRTExporter", runtime="tensorrt",

@@ -3,15 +3,17 @@
 The baseline of an artifact is the unmodified model exported to the same format in fp32
 (Core ML's default precision is fp16, so it is named explicitly). The pipeline exports every
 baseline it needs once, after the artifacts are built and before any is measured; when no
-pass changed the model and the artifact is fp32, the artifact file is its own baseline (still
-loaded in a second session and measured interleaved, so the ratio shows the noise floor).
+pass changed the model and the target has an fp32 artifact, that file is the baseline (still
+loaded in a second session and measured interleaved, so its ratio shows the noise floor).
+All artifacts of one target (the candidates of ``precision: auto``) and the baseline are
+measured in one interleaved run, so their ratios compare like with like.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -29,11 +31,11 @@ def baseline_target(target: Target) -> Target:
     return Target(format=target.format, precision="fp32", options=target.options)
 
 
-def baselines_needed(ctx: RunContext, built: list[BuiltArtifact]) -> dict[BaselineKey, Target]:
+def baselines_needed(ctx: RunContext, groups: list[list[BuiltArtifact]]) -> dict[BaselineKey, Target]:
     """The baseline exports the benchmark step will need, one per format and options."""
     if not ctx.recipe.bench.enabled:
         return {}
-    needed = [b.target for b in built if b.measurable and not _is_own_baseline(ctx, b.target)]
+    needed = [_measurable(g)[0].target for g in groups if _measurable(g) and _own_baseline(ctx, g) is None]
     return {_key(t): baseline_target(t) for t in needed}
 
 
@@ -48,39 +50,50 @@ def export_baselines(ctx: RunContext, needed: dict[BaselineKey, Target]) -> dict
     return exported
 
 
-def measure_artifact(ctx: RunContext, built: BuiltArtifact, baselines: dict[BaselineKey, Path | str]) -> dict:
-    """The finished report row: latency against the baseline, then accuracy where labels exist."""
-    row = dict(built.row)
-    if not built.measurable:
-        return row
-    runner = built.runner_cls(Path(row["path"]), threads=ctx.threads)  # reopened from its final place
-    row |= _latency(ctx, built, runner, baselines)
-    if ctx.eval_loader is not None:
-        row["accuracy"] = accuracy(predict=runner_predict(runner), loader=ctx.eval_loader)
-    return row
+def measure_group(ctx: RunContext, group: list[BuiltArtifact], baselines: dict[BaselineKey, Path | str]) -> list:
+    """Finished report rows for one target's artifacts (one, or every candidate of ``precision: auto``):
+    latency of all of them and of their baseline in one interleaved run, then accuracy."""
+    rows = [dict(b.row) for b in group]
+    measurable = [i for i, b in enumerate(group) if b.measurable]
+    runners = {i: group[i].runner_cls(Path(rows[i]["path"]), threads=ctx.threads) for i in measurable}
+    if runners:
+        latency = _latency(ctx, group, runners, baselines)
+        for i in measurable:
+            rows[i] |= latency[i]
+    for i, runner in runners.items():
+        if ctx.eval_loader is not None:
+            rows[i]["accuracy"] = accuracy(predict=runner_predict(runner), loader=ctx.eval_loader)
+    return rows
 
 
-def _latency(ctx: RunContext, built: BuiltArtifact, runner, baselines: dict) -> dict[str, Any]:
+def _latency(ctx: RunContext, group: list[BuiltArtifact], runners: dict, baselines: dict) -> dict[int, dict]:
     settings = ctx.recipe.bench
     if not settings.enabled:
-        return {"status": "not_benchmarked", "reason": "benchmarking disabled by the recipe"}
-    baseline_path = runner.path if _is_own_baseline(ctx, built.target) else baselines[_key(built.target)]
+        return {i: {"status": "not_benchmarked", "reason": "benchmarking disabled by the recipe"} for i in runners}
+    own = _own_baseline(ctx, group)
+    baseline_path = Path(own.row["path"]) if own is not None else baselines[_key(_measurable(group)[0].target)]
     if isinstance(baseline_path, str):
-        return {"status": "not_benchmarked", "reason": baseline_path}
-    baseline = built.runner_cls(baseline_path, threads=ctx.threads)
+        return {i: {"status": "not_benchmarked", "reason": baseline_path} for i in runners}
+    baseline = _measurable(group)[0].runner_cls(Path(baseline_path), threads=ctx.threads)  # its own session
     x = np.ascontiguousarray(ctx.images[: settings.batch_size].numpy())
+    fns = {"baseline": lambda: baseline.run(x), **{i: functools.partial(r.run, x) for i, r in runners.items()}}
     bench = BenchSettings(warmup=settings.warmup, min_runs=settings.min_runs, min_time_s=settings.min_time_s,
                           threads=ctx.threads, batch_size=len(x))  # fmt: skip
-    stats = measure_interleaved({"baseline": lambda: baseline.run(x), "candidate": lambda: runner.run(x)},
-                                settings=bench)  # fmt: skip
-    return {
-        "latency_ms": stats["candidate"].to_dict(), "baseline_latency_ms": stats["baseline"].to_dict(),
-        "speedup": round(speedup(baseline=stats["baseline"], candidate=stats["candidate"]), 4),
-    }  # fmt: skip
+    stats = measure_interleaved(fns, settings=bench)
+    return {i: {"latency_ms": stats[i].to_dict(), "baseline_latency_ms": stats["baseline"].to_dict(),
+                "speedup": round(speedup(baseline=stats["baseline"], candidate=stats[i]), 4)}
+            for i in runners}  # fmt: skip
 
 
-def _is_own_baseline(ctx: RunContext, target: Target) -> bool:
-    return not ctx.model_changed and target.precision == "fp32"
+def _measurable(group: list[BuiltArtifact]) -> list[BuiltArtifact]:
+    return [b for b in group if b.measurable]
+
+
+def _own_baseline(ctx: RunContext, group: list[BuiltArtifact]) -> BuiltArtifact | None:
+    """The group's fp32 artifact when no pass changed the model: it is the baseline export already."""
+    if ctx.model_changed:
+        return None
+    return next((b for b in _measurable(group) if b.target.precision == "fp32"), None)
 
 
 def _key(target: Target) -> BaselineKey:

@@ -22,12 +22,13 @@ from vitopt.environment import default_threads
 from vitopt.evaluate import accuracy, evaluation_loader, torch_predict
 from vitopt.flops import ModelCost, model_cost
 from vitopt.formats import FORMATS
-from vitopt.measure import baselines_needed, export_baselines, measure_artifact
+from vitopt.measure import baselines_needed, export_baselines, measure_group
 from vitopt.models import LoadedModel
 from vitopt.passes import PassContext, pass_registry
-from vitopt.publish import staging_dir
+from vitopt.publish import ship_chosen, staging_dir
 from vitopt.recipe import PassStep, Recipe
 from vitopt.report import build_report, write_report
+from vitopt.select import choose
 from vitopt.verify import torch_logits
 
 Step = Callable[[str], AbstractContextManager]
@@ -58,6 +59,7 @@ def compress(
     raise_on_blockers(findings)  # before any pass: hours of compression for a target that rejects the model
     with step("loading calibration images"):
         images = load_batch(spec=model.spec, path=data, n=recipe.verify.n_images)
+        calibration = _calibration(recipe, data=data, spec=model.spec, images=images)
     original = copy.deepcopy(model.module).eval()
     passes = run_passes(model, recipe=recipe, images=images, step=step)
     loader, baseline = _evaluate_original(model, original=original, eval_data=eval_data, eval_limit=eval_limit,
@@ -67,7 +69,7 @@ def compress(
             candidate=passes.module, original=original, model_changed=bool(passes.records), spec=model.spec,
             images=images, candidate_logits=torch_logits(passes.module, images),
             original_logits=torch_logits(original, images), staging=staging, out_dir=out_dir, recipe=recipe,
-            threads=_threads(recipe), eval_loader=loader,
+            threads=_threads(recipe), eval_loader=loader, calibration=calibration,
         )  # fmt: skip
         rows = run_targets(ctx, step=step)
     report = build_report(
@@ -124,20 +126,36 @@ def _evaluate_original(model: LoadedModel, *, original, eval_data, eval_limit, s
 
 
 def run_targets(ctx: RunContext, *, step: Step) -> list[dict[str, Any]]:
-    """Forward only: build every artifact, export the baselines they need, then measure each."""
-    built = []
-    for target in ctx.recipe.targets:
-        with step(f"target {target.format} {target.precision}: export, verify"):
-            built.append(build_artifact(ctx, target))
-    needed, baselines = baselines_needed(ctx, built), {}
+    """Forward only: build every artifact (each candidate of ``precision: auto``), export the baselines
+    they need, measure each target's artifacts together, then choose among candidates."""
+    groups = [_build_group(ctx, target, step=step) for target in ctx.recipe.targets]
+    needed, baselines = baselines_needed(ctx, groups), {}
     if needed:
         with step(f"exporting the unmodified model as latency baseline ({', '.join(k[0] for k in needed)})"):
             baselines = export_baselines(ctx, needed)
     rows = []
-    for artifact in built:
-        with step(f"target {artifact.target.format} {artifact.target.precision}: benchmark, evaluate"):
-            rows.append(measure_artifact(ctx, artifact, baselines))
+    for target, group in zip(ctx.recipe.targets, groups, strict=True):
+        with step(f"target {target.format} {target.precision}: benchmark, evaluate"):
+            measured = measure_group(ctx, group, baselines)
+        if target.precision == "auto":
+            measured = ship_chosen(choose(measured, settings=target.quantize), group, out_dir=ctx.out_dir)
+        rows += measured
     return rows
+
+
+def _build_group(ctx: RunContext, target, *, step: Step) -> list:
+    dest = ctx.out_dir / "candidates" if target.precision == "auto" else None
+    group = []
+    for candidate in target.candidates():
+        with step(f"target {candidate.format} {candidate.precision}: export, verify"):
+            group.append(build_artifact(ctx, candidate, dest=dest, candidate=dest is not None))
+    return group
+
+
+def _calibration(recipe: Recipe, *, data, spec, images):
+    """Images for quantisers: as many as the largest quantised target asks for (default: the verify set)."""
+    sizes = [t.quantize.calibration_images for t in recipe.targets if t.precision == "auto" or t.quantized]
+    return load_batch(spec=spec, path=data, n=max(sizes)) if sizes else images
 
 
 def _formats(recipe: Recipe) -> list[str]:

@@ -61,3 +61,14 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         handle.write(data.encode() if isinstance(data, str) else data)
     os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
     os.replace(tmp, path)
+
+
+def ship_chosen(rows: list[dict], group: list, *, out_dir: Path) -> list[dict]:
+    """Move the chosen candidate's files from ``candidates/`` to the target's usual names in ``out_dir``
+    (model.int8.xml -> model.xml); the others stay under ``candidates/``."""
+    for row, built in zip(rows, group, strict=True):
+        if row.get("chosen") and built.files and row["status"] not in ("export_failed", "verify_failed"):
+            tag = f".{row['precision']}."
+            moved = [_replace(f, out_dir / f.name.replace(tag, ".", 1)) for f in built.files]
+            row["path"] = os.fspath(moved[-1])
+    return rows

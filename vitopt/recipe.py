@@ -17,7 +17,8 @@ from vitopt.formats import FORMATS
 from vitopt.passes import PassOptions, pass_registry
 
 RECIPE_VERSION = 1
-Precision = Literal["fp32", "fp16", "int8"]
+FLOAT_PRECISIONS = ("fp32", "fp16")
+OP_GROUPS = ("layer_norm", "softmax", "gelu", "residual_add")  # what ViT quantisation keeps in float by default
 
 
 class _Strict(BaseModel):
@@ -37,10 +38,24 @@ class PassStep(_Strict):
         return pass_registry().get(self.name).Options.model_validate(self.options)
 
 
+class QuantizeSettings(_Strict):
+    """How a target's precision is chosen when ``precision: auto``, and how quantisers treat a ViT."""
+
+    candidates: list[str] | None = None  # default: every precision the format offers
+    keep_float: list[Literal["layer_norm", "softmax", "gelu", "residual_add"]] = Field(
+        default_factory=lambda: list(OP_GROUPS))  # fmt: skip
+    keep_float_modules: list[str] = Field(default_factory=list)  # module-name globs, e.g. "head", "patch_embed*"
+    calibration_images: int = Field(128, ge=1)
+    max_accuracy_drop: float = Field(0.01, ge=0, le=1)  # with labelled --eval-data: top-1 points, as a fraction
+    min_top1_agreement: float = Field(0.97, ge=0, le=1)  # without labels: agreement with the float model
+    min_gain: float = Field(0.05, ge=0)  # a lower precision replaces fp32 only when this much faster
+
+
 class Target(_Strict):
     format: str
-    precision: Precision = "fp32"  # when omitted: the format's default (fp16 for Core ML)
+    precision: str = "fp32"  # one of the format's precisions, or "auto"; omitted: the format's default
     options: dict[str, Any] = Field(default_factory=dict)
+    quantize: QuantizeSettings = Field(default_factory=QuantizeSettings)
 
     @model_validator(mode="before")
     @classmethod
@@ -52,10 +67,25 @@ class Target(_Strict):
     @model_validator(mode="after")
     def _known_format_and_precision(self) -> Target:
         fmt = _lookup(FORMATS, self.format)
-        if self.precision not in fmt.precisions:
-            raise ValueError(f"{self.format} supports precisions {list(fmt.precisions)}")
+        if self.precision not in (*fmt.precisions, "auto"):
+            raise ValueError(f"{self.format} supports precisions {[*fmt.precisions, 'auto']}")
+        unknown = [c for c in self.quantize.candidates or [] if c not in fmt.precisions]
+        if unknown:
+            raise ValueError(f"quantize.candidates: {unknown} are not {self.format} precisions {list(fmt.precisions)}")
         _validate_options(fmt.exporter_class().Options, self.options)
         return self
+
+    def candidates(self) -> list[Target]:
+        """The concrete targets this one stands for: itself, or with ``auto`` one per candidate precision."""
+        if self.precision != "auto":
+            return [self]
+        names = self.quantize.candidates or list(FORMATS.get(self.format).precisions)
+        return [self.model_copy(update={"precision": name}) for name in dict.fromkeys(["fp32", *names])
+                if name in FORMATS.get(self.format).precisions]  # fmt: skip
+
+    @property
+    def quantized(self) -> bool:
+        return self.precision not in (*FLOAT_PRECISIONS, "auto")
 
 
 class VerifySettings(_Strict):

@@ -56,7 +56,8 @@ def write_report(report: dict[str, Any], *, out_dir: Path) -> None:
 
 
 def failed(report: dict[str, Any]) -> list[dict[str, Any]]:
-    return [a for a in report["artifacts"] if a["status"] in FAILED_STATUSES]
+    """Artifacts that failed and were to ship: a candidate left out by the selection is not a failure."""
+    return [a for a in report["artifacts"] if a["status"] in FAILED_STATUSES and a.get("chosen", True)]
 
 
 def render_markdown(report: dict[str, Any]) -> str:

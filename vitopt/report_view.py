@@ -12,8 +12,8 @@ from typing import Any
 from vitopt.environment import summary_line
 
 WIDTH = 80
-COLUMNS = (("target", 9, "<"), ("prec", 5, "<"), ("status", 16, "<"), ("size", 9, ">"), ("p50 ms", 8, ">"),
-           ("speedup", 8, ">"), ("top-1", 7, ">"))  # fmt: skip
+COLUMNS = (("target", 8, "<"), ("precision", 12, "<"), ("status", 15, "<"), ("size", 9, ">"), ("p50 ms", 7, ">"),
+           ("speedup", 7, ">"), ("top-1", 6, ">"), ("chosen", 6, ">"))  # fmt: skip
 
 
 def render_text(report: dict[str, Any]) -> str:
@@ -44,6 +44,7 @@ def _row(a: dict[str, Any]) -> list[str]:
         f"{lat['p50']:.2f}" if lat else "-",
         f"{a['speedup']:.2f}x" if a.get("speedup") else "-",
         f"{acc['top1']:.4f}" if acc else "-",
+        {True: "yes", False: "no"}.get(a.get("chosen"), ""),
     ]  # fmt: skip
 
 
@@ -63,6 +64,8 @@ def _details(a: dict[str, Any]) -> list[str]:
                      f"p50 {base['p50']:.3f} ms ({lat['runs']} runs each, interleaved)")  # fmt: skip
     if a.get("reason"):
         lines.append(f"{name}: {a['status']}: {a['reason']}")
+    if a.get("selection"):
+        lines.append(f"{name}: {'chosen' if a['chosen'] else 'not chosen'}: {a['selection']}")
     if a.get("path"):
         lines.append(f"{name}: {a['path']}")
     return lines

@@ -1,0 +1,122 @@
+"""Each backend's quantiser on a tiny ViT and a tiny RepViT, and `precision: auto` choosing by measurement."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+import torch
+
+from tests.backends.families import FAMILIES, load_family
+from tests.conftest import fast_recipe_dict
+from vitopt.backends.onnx.quantize import OnnxQuantizer
+from vitopt.data import load_batch
+from vitopt.pipeline import compress
+from vitopt.recipe import parse_recipe
+from vitopt.select import choose
+
+pytestmark = [pytest.mark.onnx, pytest.mark.openvino]
+REPVIT = next(row for row in FAMILIES if row[0] == "repvit")
+
+
+def _auto_recipe(**quantize):
+    targets = [{"format": f, "precision": "auto", "quantize": {"calibration_images": 16, **quantize}}
+               for f in ("openvino", "onnx")]  # fmt: skip
+    return parse_recipe(fast_recipe_dict(targets=targets, verify={"n_images": 16}))
+
+
+@pytest.fixture(scope="module")
+def vit_run(tmp_path_factory):
+    torch.manual_seed(0)
+    from vitopt.models import load_model
+
+    out = tmp_path_factory.mktemp("quant-vit")
+    return compress(model=load_model(name="vitopt/tiny-vit"), recipe=_auto_recipe(), out_dir=out), out
+
+
+@pytest.fixture(scope="module")
+def repvit_run(tmp_path_factory):
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("quant-repvit")
+    return compress(model=load_family(*REPVIT[1:]), recipe=_auto_recipe(), out_dir=out), out
+
+
+@pytest.mark.parametrize("run", ["vit_run", "repvit_run"])
+def test_every_candidate_is_a_row_and_one_per_target_ships_at_the_usual_path(run, request):
+    report, out = request.getfixturevalue(run)
+    rows = report["artifacts"]
+    assert [(r["target"], r["precision"]) for r in rows] == [
+        ("openvino", "fp32"), ("openvino", "fp16"), ("openvino", "int8"), ("openvino", "int8-weights"),
+        ("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("onnx", "int8-dynamic")]  # fmt: skip
+    for target, usual in (("openvino", "model.xml"), ("onnx", "model.onnx")):
+        group = [r for r in rows if r["target"] == target]
+        (chosen,) = [r for r in group if r["chosen"]]
+        assert chosen["path"] == str(out / usual) and (out / usual).exists()
+        assert all(r["selection"] for r in group)
+        assert all("/candidates/" in r["path"] for r in group if not r["chosen"])
+    for row in rows:
+        assert row["status"] == "ok", row  # every quantiser ran and its artifact runs here
+        if row["precision"] not in ("fp32", "fp16"):  # int8-dynamic leaves a conv net's convs in float
+            assert row["size_bytes"] < next(r for r in rows if r["target"] == row["target"])["size_bytes"]
+
+
+def test_quantised_artifacts_are_really_quantised_and_keep_vit_ops_float(vit_run):
+    report, _ = vit_run
+    rows = {(r["target"], r["precision"]): r for r in report["artifacts"]}
+    assert rows["openvino", "int8"]["export"]["quantization"]["fake_quantize_ops"] > 0
+    int8 = onnx.load(rows["onnx", "int8"]["path"])
+    assert any(n.op_type == "QuantizeLinear" for n in int8.graph.node)
+    assert rows["onnx", "int8"]["export"]["quantization"]["nodes_kept_float"] > 0
+    producers = {o: n for n in int8.graph.node for o in n.output}
+    for node in int8.graph.node:  # no LayerNorm reads a dequantised tensor: it stays in float
+        if node.op_type == "LayerNormalization":
+            assert producers.get(node.input[0]) is None or producers[node.input[0]].op_type != "DequantizeLinear"
+    dynamic = onnx.load(rows["onnx", "int8-dynamic"]["path"])
+    assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeLinear") for n in dynamic.graph.node)
+
+
+def test_the_choice_follows_the_rule_on_the_measured_numbers(vit_run):
+    report, _ = vit_run
+    settings = parse_recipe(fast_recipe_dict(targets=[{"format": "onnx", "precision": "auto"}])).targets[0].quantize
+    for target in ("openvino", "onnx"):
+        group = [r for r in report["artifacts"] if r["target"] == target]
+        fp32 = next(r for r in group if r["precision"] == "fp32")
+        eligible = [r for r in group if r["parity"]["top1_agreement"] >= settings.min_top1_agreement]
+        fastest = min(eligible, key=lambda r: r["latency_ms"]["p50"])
+        gain = fp32["latency_ms"]["p50"] / fastest["latency_ms"]["p50"] - 1
+        expected = fastest if gain >= settings.min_gain else fp32
+        assert next(r for r in group if r["chosen"]) is not None
+        assert [r["precision"] for r in group if r["chosen"]] == [expected["precision"]]
+        # choose() on the same rows (without its own verdicts) reproduces the decision
+        again = choose([{k: v for k, v in r.items() if k not in ("chosen", "selection")} for r in group],
+                       settings=settings)  # fmt: skip
+        assert [r["precision"] for r in again if r["chosen"]] == [expected["precision"]]
+
+
+def test_quantisers_calibrate_on_the_real_images(tiny_vit, tmp_path, monkeypatch):
+    seen = []
+    original = OnnxQuantizer.quantize
+
+    def spy(self, artifact, *, scheme, calibration, dest):
+        seen.append(calibration.clone())
+        return original(self, artifact, scheme=scheme, calibration=calibration, dest=dest)
+
+    monkeypatch.setattr(OnnxQuantizer, "quantize", spy)
+    recipe = parse_recipe(fast_recipe_dict(targets=[{"format": "onnx", "precision": "int8",
+                                                     "quantize": {"calibration_images": 12}}]))  # fmt: skip
+    report = compress(model=tiny_vit, recipe=recipe, out_dir=tmp_path)
+    assert report["artifacts"][0]["status"] in ("ok", "verify_failed")
+    (calibration,) = seen
+    assert torch.equal(calibration, load_batch(spec=tiny_vit.spec, path=None, n=12))
+
+
+def test_bad_quantisation_options_exit_2_naming_the_key(cli, tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("version: 1\ntargets:\n  - format: openvino\n    precision: auto\n"
+                      "    quantize: {calibraton_images: 5}\n")  # fmt: skip
+    result = cli("compress", "vitopt/tiny-vit", "--recipe", recipe, "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "calibraton_images" in result.output and "calibration_images" in result.output
+    recipe.write_text("version: 1\ntargets:\n  - format: onnx\n    precision: auto\n"
+                      "    quantize: {candidates: [int8, palette4]}\n")  # fmt: skip
+    result = cli("compress", "vitopt/tiny-vit", "--recipe", recipe, "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "palette4" in result.output
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,69 @@
+"""OpenVINO int8 with NNCF: post-training quantisation for transformers, or int8 weights only.
+
+``int8`` runs ``nncf.quantize`` with ``ModelType.TRANSFORMER`` (symmetric weights, SmoothQuant,
+no quantisers on the attention output) on the pipeline's real calibration images; the op groups
+the recipe keeps in float become an ignored scope by op type (LayerNorm is OpenVINO's MVN), and
+module globs one by node name (OpenVINO's PyTorch frontend names nodes ``__module.<path>/...``).
+``int8-weights`` compresses weights only (``nncf.compress_weights``, INT8_ASYM): no calibration.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+
+import torch
+
+from vitopt.backends.exporter import ExportedArtifact
+from vitopt.backends.quantizer import Quantizer
+from vitopt.errors import ExportError, one_line
+from vitopt.formats import require
+
+OP_TYPES = {"layer_norm": "MVN", "softmax": "Softmax", "gelu": "Gelu", "residual_add": "Add"}
+
+
+class OpenVinoQuantizer(Quantizer):
+    schemes = ("int8", "int8-weights")
+
+    def quantize(self, artifact: ExportedArtifact, *, scheme: str, calibration: torch.Tensor,
+                 dest: Path) -> ExportedArtifact:  # fmt: skip
+        ov = require("openvino", extra="openvino", feature="OpenVINO quantisation")
+        nncf = require("nncf", extra="openvino", feature="OpenVINO quantisation (NNCF)")
+        model = ov.Core().read_model(str(artifact.main))
+        try:
+            quantized = self._int8(nncf, model, calibration) if scheme == "int8" else _weights_only(nncf, model)
+        except Exception as err:  # NNCF raises its own and backend errors alike
+            raise ExportError(f"NNCF {scheme} quantisation failed: {one_line(err)}") from err
+        ov.save_model(quantized, str(dest), compress_to_fp16=False)
+        details = {**artifact.details, "quantization": self.describe(scheme, quantized)}
+        return ExportedArtifact(files=[dest.with_suffix(".bin"), dest], main=dest, details=details)
+
+    def _int8(self, nncf, model, calibration: torch.Tensor):
+        images = [image[None].numpy() for image in calibration]  # the IR takes one image per call here
+        return nncf.quantize(
+            model, nncf.Dataset(images), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(images),
+            ignored_scope=self.ignored_scope(nncf),
+        )  # fmt: skip
+
+    def ignored_scope(self, nncf):
+        """Unmatched rules are skipped (validate=False): which ops exist depends on the model and the
+        frontend (timm's fused attention becomes one ScaledDotProductAttention op, with no Softmax)."""
+        types = [OP_TYPES[group] for group in self.settings.keep_float]
+        patterns = [_node_pattern(glob) for glob in self.settings.keep_float_modules]
+        return nncf.IgnoredScope(types=types, patterns=patterns, validate=False)
+
+    def describe(self, scheme: str, model) -> dict:
+        ops = [op.get_type_name() for op in model.get_ordered_ops()]
+        return {"scheme": scheme, "tool": "nncf", "fake_quantize_ops": ops.count("FakeQuantize"),
+                "keep_float": list(self.settings.keep_float),
+                "keep_float_modules": list(self.settings.keep_float_modules)}  # fmt: skip
+
+
+def _weights_only(nncf, model):
+    return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+
+
+def _node_pattern(glob: str) -> str:
+    """A regex (NNCF matches it against node names) for the nodes of the modules under ``glob``."""
+    inner = fnmatch.translate(glob).removeprefix("(?s:").removesuffix(")\\Z")
+    return rf"__module\.{inner}(?:[./].*)?"

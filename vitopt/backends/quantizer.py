@@ -1,0 +1,46 @@
+"""The contract every backend's ``quantize.py`` meets: an exported float artifact in, a lower-precision one out.
+
+The exporter writes the float model (``base_precision``); the quantiser rewrites it for one
+scheme (``int8``: weights and activations, calibrated on real images; ``int8-weights``: weights
+only; ...), keeping the op groups and modules the recipe names in float. Where the runtime cannot
+run here (Core ML on Linux), ``simulate`` gives a PyTorch model with the same weight compression so
+accuracy can still be measured.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import nn
+
+from vitopt.backends.exporter import ExportedArtifact
+
+if TYPE_CHECKING:
+    from vitopt.recipe import QuantizeSettings
+
+
+class Quantizer(ABC):
+    schemes: ClassVar[tuple[str, ...]]  # the precisions this quantiser produces
+    base_precision: ClassVar[str] = "fp32"  # what the exporter writes before quantisation
+
+    def __init__(self, *, settings: QuantizeSettings) -> None:
+        self.settings = settings
+
+    @abstractmethod
+    def quantize(self, artifact: ExportedArtifact, *, scheme: str, calibration: torch.Tensor,
+                 dest: Path) -> ExportedArtifact:  # fmt: skip
+        """Write ``artifact`` quantised by ``scheme`` to ``dest`` (a file path with the artifact's suffix)."""
+
+    def simulate(self, module: nn.Module, *, scheme: str) -> nn.Module | None:
+        """A PyTorch model computing what the quantised artifact computes, where one can be built."""
+        return None
+
+
+def matches_module(name: str, globs: list[str]) -> bool:
+    """Whether a module path (or a weight named after one) falls under one of the recipe's globs:
+    "head" matches "head" and "head.weight"; "patch_embed*" matches "patch_embed.proj"."""
+    return any(fnmatch.fnmatchcase(name, g) or fnmatch.fnmatchcase(name, f"{g}.*") for g in globs)
