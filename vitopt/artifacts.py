@@ -10,7 +10,7 @@ every artifact is built.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ class RunContext:
     threads: int
     eval_loader: Any = None
     calibration: torch.Tensor | None = None  # images for quantisers (default: ``images``)
+    # Float exports that quantisers start from, shared by every candidate of a target (never published)
+    quantizer_inputs: dict[tuple, ExportedArtifact] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -97,17 +99,29 @@ def export_module(ctx: RunContext, target: Target, *, module: nn.Module, subdir:
     """``module`` exported for ``target`` into its own folder under the run's staging directory."""
     fmt = FORMATS.get(target.format)
     quantizer = fmt.quantizer_for(target.precision, settings=target.quantize)
-    precision = quantizer.base_precision if quantizer else target.precision
+    if quantizer is None:
+        return _export(ctx, target, module=module, precision=target.precision, subdir=subdir)
+    key = (target.format, quantizer.base_precision, repr(sorted(target.options.items())), id(module))
+    if key not in ctx.quantizer_inputs:
+        ctx.quantizer_inputs[key] = _export(ctx, target, module=module, precision=quantizer.base_precision,
+                                            subdir=f"quantizer-input-{len(ctx.quantizer_inputs)}")  # fmt: skip
+    dest = ctx.staging / subdir / fmt.file_name.replace(".", f".{target.precision}.", 1)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return quantizer.quantize(ctx.quantizer_inputs[key], scheme=target.precision, calibration=_calibration(ctx),
+                              dest=dest)  # fmt: skip
+
+
+def _export(ctx: RunContext, target: Target, *, module: nn.Module, precision: str, subdir: str) -> ExportedArtifact:
+    fmt = FORMATS.get(target.format)
     exporter = fmt.exporter_class()(fmt=fmt, precision=precision, options=target.options,
                                     provenance={RECIPE_KEY: ctx.recipe.name})  # fmt: skip
     staging = ctx.staging / subdir
     staging.mkdir(parents=True, exist_ok=True)
-    calibration = ctx.images if ctx.calibration is None else ctx.calibration
-    exported = exporter.export(module, spec=ctx.spec, staging=staging, calibration=calibration)
-    if quantizer is None:
-        return exported
-    dest = staging / fmt.file_name.replace(".", f".{target.precision}.", 1)
-    return quantizer.quantize(exported, scheme=target.precision, calibration=calibration, dest=dest)
+    return exporter.export(module, spec=ctx.spec, staging=staging, calibration=_calibration(ctx))
+
+
+def _calibration(ctx: RunContext) -> torch.Tensor:
+    return ctx.images if ctx.calibration is None else ctx.calibration
 
 
 def _check(ctx: RunContext, target: Target, fmt: Format, *, staged: ExportedArtifact, runner_cls,

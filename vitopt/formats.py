@@ -130,7 +130,8 @@ FORMATS.add("tensorrt", Format(
 ))  # fmt: skip
 FORMATS.add("coreml", Format(
     name="coreml", exporter=f"{B}.coreml.exporter:CoreMLExporter", runtime="coreml", extra="coreml",
-    precisions=("fp16", "fp32"), file_name="model.mlpackage", packages=("coremltools",), default_precision="fp16",
+    precisions=("fp16", "fp32", "int8-weights", "palette8", "palette6", "palette4"), file_name="model.mlpackage",
+    packages=("coremltools",), default_precision="fp16", quantizer=f"{B}.coreml.quantize:CoreMLQuantizer",
     validator=f"{B}.coreml.validate:validate_mlpackage", probe=f"{B}.coreml.probe:probe",
 ))  # fmt: skip
 

@@ -20,8 +20,10 @@ import numpy as np
 from vitopt.artifacts import BuiltArtifact, RunContext, export_module
 from vitopt.bench import BenchSettings, measure_interleaved, speedup
 from vitopt.errors import RunError, one_line
-from vitopt.evaluate import accuracy, runner_predict
+from vitopt.evaluate import accuracy, runner_predict, torch_predict
+from vitopt.formats import FORMATS
 from vitopt.recipe import Target
+from vitopt.verify import torch_logits
 
 BaselineKey = tuple[str, str]  # (format, its options as JSON): one export per distinct pair
 
@@ -63,7 +65,26 @@ def measure_group(ctx: RunContext, group: list[BuiltArtifact], baselines: dict[B
     for i, runner in runners.items():
         if ctx.eval_loader is not None:
             rows[i]["accuracy"] = accuracy(predict=runner_predict(runner), loader=ctx.eval_loader)
+    for i, built in enumerate(group):
+        if i not in runners and built.row["status"] == "not_benchmarked":
+            rows[i] |= _simulated(ctx, built.target)
     return rows
+
+
+def _simulated(ctx: RunContext, target: Target) -> dict:
+    """Where the runtime cannot run here, a quantised artifact's numbers from a PyTorch model with the
+    same weight compression (Core ML off macOS): agreement with the float model and, with labels, accuracy."""
+    quantizer = FORMATS.get(target.format).quantizer_for(target.precision, settings=target.quantize)
+    model = None if quantizer is None else quantizer.simulate(ctx.candidate, scheme=target.precision)
+    if model is None:
+        return {}
+    logits = torch_logits(model, ctx.images)
+    agree = float(np.mean(logits.argmax(1) == ctx.candidate_logits.argmax(1)))
+    fields = {"simulated": {"how": f"PyTorch model with the same {target.precision} weight compression",
+                            "top1_agreement": agree, "n_images": len(logits)}}  # fmt: skip
+    if ctx.eval_loader is not None:
+        fields["accuracy"] = {**accuracy(predict=torch_predict(model), loader=ctx.eval_loader), "simulated": True}
+    return fields
 
 
 def _latency(ctx: RunContext, group: list[BuiltArtifact], runners: dict, baselines: dict) -> dict[int, dict]:

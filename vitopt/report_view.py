@@ -43,7 +43,7 @@ def _row(a: dict[str, Any]) -> list[str]:
         f"{a['size_bytes'] / 2**20:.1f} MiB" if a.get("size_bytes") else "-",
         f"{lat['p50']:.2f}" if lat else "-",
         f"{a['speedup']:.2f}x" if a.get("speedup") else "-",
-        f"{acc['top1']:.4f}" if acc else "-",
+        (f"{acc['top1']:.3f}" + ("*" if acc.get("simulated") else "")) if acc else "-",
         {True: "yes", False: "no"}.get(a.get("chosen"), ""),
     ]  # fmt: skip
 
@@ -62,6 +62,10 @@ def _details(a: dict[str, Any]) -> list[str]:
         base = a["baseline_latency_ms"]
         lines.append(f"{name}: p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms; unmodified model "
                      f"p50 {base['p50']:.3f} ms ({lat['runs']} runs each, interleaved)")  # fmt: skip
+    if a.get("simulated"):
+        sim = a["simulated"]
+        top1 = f", top-1 {a['accuracy']['top1']:.4f}" if a.get("accuracy") else ""
+        lines.append(f"{name}: * simulated ({sim['how']}): top-1 agreement {sim['top1_agreement']:.3f}{top1}")
     if a.get("reason"):
         lines.append(f"{name}: {a['status']}: {a['reason']}")
     if a.get("selection"):

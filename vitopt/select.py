@@ -66,7 +66,7 @@ def _why(row: dict, chosen: dict, floor: str | None, reference: dict, settings: 
             return "nothing could be measured on this machine: the format's default precision is kept"
         return "fastest within the floor" + (f" ({ref['p50'] / lat['p50']:.2f}x fp32's median)" if ref else "")
     if not lat:
-        return f"not measured: {row.get('reason') or 'no runtime here'}"
+        return "not measured on this machine (see its reason)"
     ratio = ref["p50"] / lat["p50"] if ref else None
     if chosen is reference and ratio and ratio > 1:
         return f"{ratio:.2f}x fp32's median, under the required gain of {settings.min_gain:.0%}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import onnx
 import pytest
 import torch
@@ -11,16 +13,17 @@ from tests.conftest import fast_recipe_dict
 from vitopt.backends.onnx.quantize import OnnxQuantizer
 from vitopt.data import load_batch
 from vitopt.pipeline import compress
-from vitopt.recipe import parse_recipe
+from vitopt.recipe import QuantizeSettings, parse_recipe
 from vitopt.select import choose
 
-pytestmark = [pytest.mark.onnx, pytest.mark.openvino]
+pytestmark = [pytest.mark.onnx, pytest.mark.openvino, pytest.mark.coreml]
+FORMATS_RUN = ("openvino", "onnx", "coreml")
 REPVIT = next(row for row in FAMILIES if row[0] == "repvit")
 
 
 def _auto_recipe(**quantize):
     targets = [{"format": f, "precision": "auto", "quantize": {"calibration_images": 16, **quantize}}
-               for f in ("openvino", "onnx")]  # fmt: skip
+               for f in FORMATS_RUN]  # fmt: skip
     return parse_recipe(fast_recipe_dict(targets=targets, verify={"n_images": 16}))
 
 
@@ -46,17 +49,41 @@ def test_every_candidate_is_a_row_and_one_per_target_ships_at_the_usual_path(run
     rows = report["artifacts"]
     assert [(r["target"], r["precision"]) for r in rows] == [
         ("openvino", "fp32"), ("openvino", "fp16"), ("openvino", "int8"), ("openvino", "int8-weights"),
-        ("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("onnx", "int8-dynamic")]  # fmt: skip
-    for target, usual in (("openvino", "model.xml"), ("onnx", "model.onnx")):
+        ("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("onnx", "int8-dynamic"),
+        ("coreml", "fp32"), ("coreml", "fp16"), ("coreml", "int8-weights"), ("coreml", "palette8"),
+        ("coreml", "palette6"), ("coreml", "palette4")]  # fmt: skip
+    for target, usual in (("openvino", "model.xml"), ("onnx", "model.onnx"), ("coreml", "model.mlpackage")):
         group = [r for r in rows if r["target"] == target]
         (chosen,) = [r for r in group if r["chosen"]]
         assert chosen["path"] == str(out / usual) and (out / usual).exists()
         assert all(r["selection"] for r in group)
         assert all("/candidates/" in r["path"] for r in group if not r["chosen"])
-    for row in rows:
-        assert row["status"] == "ok", row  # every quantiser ran and its artifact runs here
+    for row in rows:  # every quantiser ran; its artifact runs here, or (Core ML) was validated as a file
+        assert row["status"] == ("not_benchmarked" if row["target"] == "coreml" else "ok"), row
         if row["precision"] not in ("fp32", "fp16"):  # int8-dynamic leaves a conv net's convs in float
             assert row["size_bytes"] < next(r for r in rows if r["target"] == row["target"])["size_bytes"]
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="on macOS Core ML runs and is measured instead")
+def test_core_ml_candidates_shrink_by_scheme_and_are_simulated_where_they_cannot_run(vit_run):
+    report, _ = vit_run
+    rows = {r["precision"]: r for r in report["artifacts"] if r["target"] == "coreml"}
+    sizes = [rows[p]["size_bytes"] for p in ("fp32", "fp16", "palette6", "palette4")]
+    assert sizes == sorted(sizes, reverse=True)
+    assert rows["int8-weights"]["size_bytes"] < 0.6 * rows["fp16"]["size_bytes"]
+    assert rows["fp16"]["chosen"], "nothing measured: the format's default precision is kept"
+    for scheme in ("int8-weights", "palette8", "palette6", "palette4"):
+        assert "compressed weight tensors" in " ".join(rows[scheme]["validation"]["checked"])
+        assert 0 <= rows[scheme]["simulated"]["top1_agreement"] <= 1 and rows[scheme]["simulated"]["n_images"] == 16
+
+
+def test_simulation_applies_the_scheme_to_the_weights(tiny_vit):
+    from vitopt.backends.coreml.quantize import CoreMLQuantizer
+
+    quantizer = CoreMLQuantizer(settings=QuantizeSettings())
+    weight = quantizer.simulate(tiny_vit.module, scheme="palette4").blocks[0].mlp.fc1.weight
+    assert torch.unique(weight).numel() <= 16  # a 4-bit palette: at most 16 distinct values per tensor
+    assert torch.unique(tiny_vit.module.blocks[0].mlp.fc1.weight).numel() > 16, "the user's model is untouched"
 
 
 def test_quantised_artifacts_are_really_quantised_and_keep_vit_ops_float(vit_run):
@@ -77,7 +104,7 @@ def test_quantised_artifacts_are_really_quantised_and_keep_vit_ops_float(vit_run
 def test_the_choice_follows_the_rule_on_the_measured_numbers(vit_run):
     report, _ = vit_run
     settings = parse_recipe(fast_recipe_dict(targets=[{"format": "onnx", "precision": "auto"}])).targets[0].quantize
-    for target in ("openvino", "onnx"):
+    for target in ("openvino", "onnx"):  # the measured ones
         group = [r for r in report["artifacts"] if r["target"] == target]
         fp32 = next(r for r in group if r["precision"] == "fp32")
         eligible = [r for r in group if r["parity"]["top1_agreement"] >= settings.min_top1_agreement]
