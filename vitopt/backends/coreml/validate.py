@@ -133,9 +133,10 @@ def _weights(package: _Package, **_) -> str:
         raise VerificationError("weights hold NaN or infinity")
     stored = sum(w.size for w in weights) + sum(int(np.prod(op.outputs[0].shape)) for op in package.compressed())
     expected = int(package.model.user_defined_metadata.get(PARAMETERS_KEY, "0"))
-    # coremltools' compression passes also merge identical constants (a randomly initialised RepViT's
-    # BatchNorm-derived tensors: 5.45M stored fp16 -> 3.70M int8), so a compressed package is held only
-    # to finite weights.
+    # coremltools' compression also stores identical constants once: in a freshly initialised RepViT
+    # every MLP's last conv folds with a zero-initialised BatchNorm into all-zero weights, and the int8
+    # package keeps one of those 16 tensors (5.45M weights in fp16 -> 3.70M stored). So a compressed
+    # package is held to finite weights only.
     if expected and stored < MIN_WEIGHT_FRACTION * expected and not package.compressed():
         raise VerificationError(f"{stored:,} weights stored for a model of {expected:,} parameters")
     share = f" ({stored / expected:.2f}x the model's parameters)" if expected else ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -19,11 +20,18 @@ from vitopt.backends.quantizer import Quantizer
 from vitopt.errors import ExportError, one_line
 from vitopt.formats import require
 
+if TYPE_CHECKING:
+    from vitopt.recipe import QuantizeSettings
+
 OP_TYPES = {"layer_norm": "MVN", "softmax": "Softmax", "gelu": "Gelu", "residual_add": "Add"}
 
 
 class OpenVinoQuantizer(Quantizer):
     schemes = ("int8", "int8-weights")
+
+    def __init__(self, *, settings: QuantizeSettings, only: str | None = None) -> None:
+        super().__init__(settings=settings)
+        self.only = only  # a regex over module paths: quantise only those modules (vitopt quant-sensitivity)
 
     def quantize(self, artifact: ExportedArtifact, *, scheme: str, calibration: torch.Tensor,
                  dest: Path) -> ExportedArtifact:  # fmt: skip
@@ -50,6 +58,8 @@ class OpenVinoQuantizer(Quantizer):
         frontend (timm's fused attention becomes one ScaledDotProductAttention op, with no Softmax)."""
         types = [OP_TYPES[group] for group in self.settings.keep_float]
         patterns = [_node_pattern(glob) for glob in self.settings.keep_float_modules]
+        if self.only is not None:
+            patterns.append(rf"(?!__module\.{self.only}[./]).*")  # every node outside those modules
         return nncf.IgnoredScope(types=types, patterns=patterns, validate=False)
 
     def describe(self, scheme: str, model) -> dict:
