@@ -47,6 +47,7 @@ class RunContext:
     calibration: torch.Tensor | None = None  # images for quantisers (default: ``images``)
     # Float exports that quantisers start from, shared by every candidate of a target (never published)
     quantizer_inputs: dict[tuple, ExportedArtifact] = field(default_factory=dict, compare=False)
+    labelled: tuple[torch.Tensor, torch.Tensor] | None = None  # labelled images of --data, for accuracy control
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def export_module(ctx: RunContext, target: Target, *, module: nn.Module, subdir:
     dest = ctx.staging / subdir / fmt.file_name.replace(".", f".{target.precision}.", 1)
     dest.parent.mkdir(parents=True, exist_ok=True)
     return quantizer.quantize(ctx.quantizer_inputs[key], scheme=target.precision, calibration=_calibration(ctx),
-                              dest=dest)  # fmt: skip
+                              dest=dest, labelled=ctx.labelled)  # fmt: skip
 
 
 def _export(ctx: RunContext, target: Target, *, module: nn.Module, precision: str, subdir: str) -> ExportedArtifact:

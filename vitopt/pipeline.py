@@ -19,6 +19,7 @@ from vitopt.artifacts import RunContext, build_artifact
 from vitopt.convertibility import check_targets, raise_on_blockers
 from vitopt.data import load_batch
 from vitopt.environment import default_threads
+from vitopt.errors import DataError
 from vitopt.evaluate import accuracy, evaluation_loader, torch_predict
 from vitopt.flops import ModelCost, model_cost
 from vitopt.formats import FORMATS
@@ -60,6 +61,7 @@ def compress(
     with step("loading calibration images"):
         images = load_batch(spec=model.spec, path=data, n=recipe.verify.n_images)
         calibration = _calibration(recipe, data=data, spec=model.spec, images=images)
+        labelled = _labelled(recipe, data=data, spec=model.spec)
     original = copy.deepcopy(model.module).eval()
     passes = run_passes(model, recipe=recipe, images=images, step=step)
     loader, baseline = _evaluate_original(model, original=original, eval_data=eval_data, eval_limit=eval_limit,
@@ -69,7 +71,7 @@ def compress(
             candidate=passes.module, original=original, model_changed=bool(passes.records), spec=model.spec,
             images=images, candidate_logits=torch_logits(passes.module, images),
             original_logits=torch_logits(original, images), staging=staging, out_dir=out_dir, recipe=recipe,
-            threads=_threads(recipe), eval_loader=loader, calibration=calibration,
+            threads=_threads(recipe), eval_loader=loader, calibration=calibration, labelled=labelled,
         )  # fmt: skip
         rows = run_targets(ctx, step=step)
     report = build_report(
@@ -150,6 +152,19 @@ def _build_group(ctx: RunContext, target, *, step: Step) -> list:
         with step(f"target {candidate.format} {candidate.precision}: export, verify"):
             group.append(build_artifact(ctx, candidate, dest=dest, candidate=dest is not None))
     return group
+
+
+def _labelled(recipe: Recipe, *, data, spec):
+    """(images, labels) of --data for quantisers that control accuracy, when --data is labelled."""
+    sizes = [t.quantize.validation_images for t in recipe.targets
+             if t.quantize.accuracy_control and (t.precision == "auto" or t.quantized)]  # fmt: skip
+    if data is None or not sizes:
+        return None
+    try:
+        loader = evaluation_loader(path=Path(data), spec=spec, limit=max(sizes), batch_size=max(sizes))
+    except DataError:  # unlabelled images: calibration only
+        return None
+    return next(iter(loader))
 
 
 def _calibration(recipe: Recipe, *, data, spec, images):

@@ -49,6 +49,10 @@ class QuantizeSettings(_Strict):
     max_accuracy_drop: float = Field(0.01, ge=0, le=1)  # with labelled --eval-data: top-1 points, as a fraction
     min_top1_agreement: float = Field(0.97, ge=0, le=1)  # without labels: agreement with the float model
     min_gain: float = Field(0.05, ge=0)  # a lower precision replaces fp32 only when this much faster
+    # With labelled --data, OpenVINO int8 runs NNCF's accuracy-controlled quantisation: layers are
+    # reverted to float until top-1 on `validation_images` of --data is within max_accuracy_drop.
+    accuracy_control: bool = True
+    validation_images: int = Field(300, ge=1)
 
 
 class Target(_Strict):

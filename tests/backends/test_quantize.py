@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.backends.families import FAMILIES, load_family
-from tests.conftest import fast_recipe_dict
+from tests.conftest import CIFAR_TEST, fast_recipe_dict, needs_shared
 from vitopt.backends.onnx.quantize import OnnxQuantizer
 from vitopt.data import load_batch
 from vitopt.pipeline import compress
@@ -123,9 +123,9 @@ def test_quantisers_calibrate_on_the_real_images(tiny_vit, tmp_path, monkeypatch
     seen = []
     original = OnnxQuantizer.quantize
 
-    def spy(self, artifact, *, scheme, calibration, dest):
+    def spy(self, artifact, *, scheme, calibration, dest, labelled=None):
         seen.append(calibration.clone())
-        return original(self, artifact, scheme=scheme, calibration=calibration, dest=dest)
+        return original(self, artifact, scheme=scheme, calibration=calibration, dest=dest, labelled=labelled)
 
     monkeypatch.setattr(OnnxQuantizer, "quantize", spy)
     recipe = parse_recipe(fast_recipe_dict(targets=[{"format": "onnx", "precision": "int8",
@@ -147,3 +147,14 @@ def test_bad_quantisation_options_exit_2_naming_the_key(cli, tmp_path):
     result = cli("compress", "vitopt/tiny-vit", "--recipe", recipe, "--out", tmp_path / "out")
     assert result.exit_code == 2 and "palette4" in result.output
     assert not (tmp_path / "out").exists()
+
+
+@needs_shared
+def test_labelled_data_turns_on_nncf_accuracy_control_for_openvino_int8(tiny_vit, tmp_path):
+    quantize = {"candidates": ["int8"], "calibration_images": 16, "validation_images": 20}
+    recipe = parse_recipe(fast_recipe_dict(targets=[{"format": "openvino", "precision": "auto", "quantize": quantize}],
+                                           verify={"n_images": 16}))  # fmt: skip
+    report = compress(model=tiny_vit, recipe=recipe, out_dir=tmp_path, data=CIFAR_TEST)
+    (int8,) = [r for r in report["artifacts"] if r["precision"] == "int8"]
+    control = int8["export"]["quantization"]["accuracy_control"]
+    assert control == {"max_drop": 0.01, "source": "--data (labelled)", "validation_images": 20}

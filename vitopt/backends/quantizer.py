@@ -22,6 +22,8 @@ from vitopt.backends.exporter import ExportedArtifact
 if TYPE_CHECKING:
     from vitopt.recipe import QuantizeSettings
 
+Labelled = tuple[torch.Tensor, torch.Tensor]  # preprocessed images [N, C, H, W], class indices [N]
+
 
 class Quantizer(ABC):
     schemes: ClassVar[tuple[str, ...]]  # the precisions this quantiser produces
@@ -31,9 +33,10 @@ class Quantizer(ABC):
         self.settings = settings
 
     @abstractmethod
-    def quantize(self, artifact: ExportedArtifact, *, scheme: str, calibration: torch.Tensor,
-                 dest: Path) -> ExportedArtifact:  # fmt: skip
-        """Write ``artifact`` quantised by ``scheme`` to ``dest`` (a file path with the artifact's suffix)."""
+    def quantize(self, artifact: ExportedArtifact, *, scheme: str, calibration: torch.Tensor, dest: Path,
+                 labelled: Labelled | None = None) -> ExportedArtifact:  # fmt: skip
+        """Write ``artifact`` quantised by ``scheme`` to ``dest`` (a file path with the artifact's suffix).
+        ``labelled`` (images, labels) from the run's --data lets a quantiser control accuracy."""
 
     def simulate(self, module: nn.Module, *, scheme: str) -> nn.Module | None:
         """A PyTorch model computing what the quantised artifact computes, where one can be built."""

@@ -33,8 +33,8 @@ class CoreMLQuantizer(Quantizer):
     schemes = ("int8-weights", *PALETTE_BITS)
     base_precision = "fp16"
 
-    def quantize(self, artifact: ExportedArtifact, *, scheme: str, calibration: torch.Tensor,
-                 dest: Path) -> ExportedArtifact:  # fmt: skip
+    def quantize(self, artifact: ExportedArtifact, *, scheme: str, calibration: torch.Tensor, dest: Path,
+                 labelled=None) -> ExportedArtifact:  # fmt: skip
         ct = require("coremltools", extra="coreml", feature="Core ML weight compression")
         if self.settings.keep_float_modules:
             hint = "Core ML compresses weights only; remove the option for coreml"

@@ -30,8 +30,8 @@ OP_TYPES = {"layer_norm": "LayerNormalization", "softmax": "Softmax", "gelu": "G
 class OnnxQuantizer(Quantizer):
     schemes = ("int8", "int8-dynamic", "fp16")
 
-    def quantize(self, artifact: ExportedArtifact, *, scheme: str, calibration: torch.Tensor,
-                 dest: Path) -> ExportedArtifact:  # fmt: skip
+    def quantize(self, artifact: ExportedArtifact, *, scheme: str, calibration: torch.Tensor, dest: Path,
+                 labelled=None) -> ExportedArtifact:  # fmt: skip
         onnx = require("onnx", extra="onnx", feature="ONNX quantisation")
         source = onnx.load(str(artifact.main))
         excluded = self.excluded_nodes(source)

@@ -13,10 +13,11 @@ import fnmatch
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from vitopt.backends.exporter import ExportedArtifact
-from vitopt.backends.quantizer import Quantizer
+from vitopt.backends.quantizer import Labelled, Quantizer
 from vitopt.errors import ExportError, one_line
 from vitopt.formats import require
 
@@ -33,24 +34,37 @@ class OpenVinoQuantizer(Quantizer):
         super().__init__(settings=settings)
         self.only = only  # a regex over module paths: quantise only those modules (vitopt quant-sensitivity)
 
-    def quantize(self, artifact: ExportedArtifact, *, scheme: str, calibration: torch.Tensor,
-                 dest: Path) -> ExportedArtifact:  # fmt: skip
+    def quantize(self, artifact: ExportedArtifact, *, scheme: str, calibration: torch.Tensor, dest: Path,
+                 labelled: Labelled | None = None) -> ExportedArtifact:  # fmt: skip
         ov = require("openvino", extra="openvino", feature="OpenVINO quantisation")
         nncf = require("nncf", extra="openvino", feature="OpenVINO quantisation (NNCF)")
         model = ov.Core().read_model(str(artifact.main))
+        controlled = scheme == "int8" and labelled is not None and self.settings.accuracy_control
         try:
-            quantized = self._int8(nncf, model, calibration) if scheme == "int8" else _weights_only(nncf, model)
+            if scheme == "int8-weights":
+                quantized = _weights_only(nncf, model)
+            else:
+                quantized = self._int8(nncf, model, calibration, labelled=labelled if controlled else None)
         except Exception as err:  # NNCF raises its own and backend errors alike
             raise ExportError(f"NNCF {scheme} quantisation failed: {one_line(err)}") from err
         ov.save_model(quantized, str(dest), compress_to_fp16=False)
-        details = {**artifact.details, "quantization": self.describe(scheme, quantized)}
-        return ExportedArtifact(files=[dest.with_suffix(".bin"), dest], main=dest, details=details)
+        info = self.describe(scheme, quantized)
+        if controlled:
+            info["accuracy_control"] = {"max_drop": self.settings.max_accuracy_drop, "source": "--data (labelled)",
+                                        "validation_images": len(labelled[1])}  # fmt: skip
+        return ExportedArtifact(files=[dest.with_suffix(".bin"), dest], main=dest,
+                                details={**artifact.details, "quantization": info})  # fmt: skip
 
-    def _int8(self, nncf, model, calibration: torch.Tensor):
+    def _int8(self, nncf, model, calibration: torch.Tensor, *, labelled: Labelled | None):
         images = [image[None].numpy() for image in calibration]  # the IR takes one image per call here
-        return nncf.quantize(
-            model, nncf.Dataset(images), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(images),
-            ignored_scope=self.ignored_scope(nncf),
+        common = {"model_type": nncf.ModelType.TRANSFORMER, "subset_size": len(images),
+                  "ignored_scope": self.ignored_scope(nncf)}  # fmt: skip
+        if labelled is None:
+            return nncf.quantize(model, nncf.Dataset(images), **common)
+        items = [(x[None].numpy(), y[None].numpy()) for x, y in zip(*labelled, strict=True)]
+        return nncf.quantize_with_accuracy_control(
+            model, nncf.Dataset(images), nncf.Dataset(items), _top1, max_drop=self.settings.max_accuracy_drop,
+            drop_type=nncf.DropType.ABSOLUTE, **common,
         )  # fmt: skip
 
     def ignored_scope(self, nncf):
@@ -67,6 +81,13 @@ class OpenVinoQuantizer(Quantizer):
         return {"scheme": scheme, "tool": "nncf", "fake_quantize_ops": ops.count("FakeQuantize"),
                 "keep_float": list(self.settings.keep_float),
                 "keep_float_modules": list(self.settings.keep_float_modules)}  # fmt: skip
+
+
+def _top1(compiled, items) -> float:
+    """NNCF's validation function: top-1 of a compiled model on (image, label) pairs."""
+    output = compiled.outputs[0]
+    hits = [int(np.argmax(compiled(image)[output], axis=1)[0] == label[0]) for image, label in items]
+    return sum(hits) / max(len(hits), 1)
 
 
 def _weights_only(nncf, model):
