@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def checks(name: str, report: dict, *, target: str) -> list[tuple[bool | None, s
         out.append((agree is not None and agree >= 0.97, f"{what}: no labels, top-1 agreement with PyTorch "
                     f"{_fmt(agree, '.3f')} on the verify set (>= 0.97)"))  # fmt: skip
     if chosen["precision"].startswith("int8"):
-        out.append((ratio is not None and ratio >= INT8_GAIN, f"{what} (int8) is {ratio_s} fp32 (>= {INT8_GAIN}x)"))
+        out.append((ratio is not None and ratio >= INT8_GAIN, f"{what} is {ratio_s} fp32 (int8: >= {INT8_GAIN}x)"))
     if target == "openvino" and name in INT8_EXPECTED:
         vnni = any(report["environment"]["isa"].get(k) for k in ISA_KEYS)
         expected = f"{what}; int8 expected on a VNNI/AMX CPU (ISA: {isa_flags(report)})"
@@ -108,15 +109,17 @@ def checks(name: str, report: dict, *, target: str) -> list[tuple[bool | None, s
 
 
 def naive_vs_aware(*, min_time: float, data_dir: Path, eval_limit: int) -> list[dict]:
-    """vitopt/vit-cifar10 int8 with everything quantised, then with the ViT-sensitive ops kept in float."""
+    """vitopt/vit-cifar10 int8 with everything quantised, then with the ViT-sensitive ops kept in float (plain
+    post-training quantisation in both: NNCF's accuracy control would revert layers and hide the difference)."""
     rows = []
     for variant, extra in (("naive: keep_float []", {"keep_float": []}), ("ViT-aware: defaults", {})):
-        recipe = make_recipe(min_time=min_time, quantize={"candidates": ["int8"], **extra})
+        quantize = {"candidates": ["int8"], "accuracy_control": False, **extra}
+        recipe = make_recipe(min_time=min_time, quantize=quantize)
         report = run("vitopt/vit-cifar10", recipe=recipe, data_dir=data_dir, eval_limit=eval_limit)
         base = report["baseline"]["accuracy"]["top1"]
         int8 = [r for r in report["artifacts"] if r["precision"] == "int8"]
         rows += [{**r, "variant": variant, "pytorch_top1": base} for r in int8]
-    print("\n### int8 on vitopt/vit-cifar10: naive (everything quantised) vs ViT-aware (defaults)\n")
+    print("\n### int8 on vitopt/vit-cifar10, plain PTQ: naive (everything quantised) vs ViT-aware (defaults)\n")
     print("| variant | target | status | quantised graph | top-1 | drop vs PyTorch (points) | agreement (verify set) "
           "| p50 ms | speedup vs fp32 baseline |\n|---|---|---|---|---:|---:|---:|---:|---:|")  # fmt: skip
     for r in rows:
@@ -145,6 +148,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write every row (and the checks) here")
     args = parser.parse_args()
     print(f"# {summary_line(describe_environment(threads=default_threads()), load=True)}", flush=True)
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True)
+    print(f"# vitopt commit {commit.stdout.strip() or 'unknown'}", flush=True)
     reports, results = {}, []
     for name in args.models:
         reports[name] = run(name, recipe=make_recipe(min_time=args.min_time), data_dir=args.data_dir,

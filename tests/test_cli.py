@@ -130,7 +130,8 @@ def test_debug_shows_the_traceback(cli, tmp_path):
 def test_acceptance_deit_tiny_via_console_script(tmp_path):
     """The issue's own check: real deit_tiny, every report field, tight parity on >= 32 real images."""
     model = "deit_tiny_patch16_224"
-    cmd = [sys.executable, "-m", "vitopt.cli", "compress", model, "--target", "onnx", "--out", str(tmp_path)]
+    cmd = [sys.executable, "-m", "vitopt.cli", "compress", model, "--recipe", "reparam", "--target", "onnx",
+           "--out", str(tmp_path)]  # fp32 ONNX, as the default recipe was before it chose precisions
     subprocess.run(cmd, check=True, capture_output=True)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["schema"] == "vitopt.report/1"

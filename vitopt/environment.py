@@ -80,6 +80,13 @@ def summary_line(env: dict[str, Any], *, load: bool = False) -> str:
     return f"{env.get('cpu_model')} ({env.get('threads')} threads; ISA: {isa}{load}); {versions}."
 
 
+def isa_summary() -> str:
+    """The instruction sets that decide whether int8 pays off on this CPU, e.g. "avx2, avx512_vnni"."""
+    isa = _isa_flags(_read_cpuinfo())
+    flags = [k for k in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx", "avx512_bf16") if isa.get(k)]
+    return f"{_cpu_model(_read_cpuinfo()) or 'this CPU'} ({', '.join(flags) or 'no AVX2'})"
+
+
 def default_threads() -> int:
     """Physical core count: the default thread count for CPU latency benchmarks.
 

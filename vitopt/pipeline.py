@@ -18,7 +18,7 @@ from torch import nn
 from vitopt.artifacts import RunContext, build_artifact
 from vitopt.convertibility import check_targets, raise_on_blockers
 from vitopt.data import load_batch
-from vitopt.environment import default_threads
+from vitopt.environment import default_threads, isa_summary
 from vitopt.errors import DataError
 from vitopt.evaluate import accuracy, evaluation_loader, torch_predict
 from vitopt.flops import ModelCost, model_cost
@@ -140,7 +140,8 @@ def run_targets(ctx: RunContext, *, step: Step) -> list[dict[str, Any]]:
         with step(f"target {target.format} {target.precision}: benchmark, evaluate"):
             measured = measure_group(ctx, group, baselines)
         if target.precision == "auto":
-            measured = ship_chosen(choose(measured, settings=target.quantize), group, out_dir=ctx.out_dir)
+            chosen = choose(measured, settings=target.quantize, isa=isa_summary())
+            measured = ship_chosen(chosen, group, out_dir=ctx.out_dir)
         rows += measured
     return rows
 

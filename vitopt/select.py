@@ -15,14 +15,16 @@ from vitopt.formats import FORMATS
 from vitopt.recipe import QuantizeSettings
 
 
-def choose(rows: list[dict[str, Any]], *, settings: QuantizeSettings) -> list[dict[str, Any]]:
-    """The rows with ``chosen`` and ``selection`` (why chosen, or why not) filled in."""
+def choose(rows: list[dict[str, Any]], *, settings: QuantizeSettings, isa: str = "") -> list[dict[str, Any]]:
+    """The rows with ``chosen`` and ``selection`` (why chosen, or why not) filled in; ``isa`` (the CPU's
+    instruction sets that decide int8 speed) is written next to the decision."""
     reference = next((r for r in rows if r["precision"] == "fp32"), rows[0])
     verdicts = [_floor(row, reference=reference, settings=settings) for row in rows]
     eligible = [r for r, why in zip(rows, verdicts, strict=True) if why is None and r.get("latency_ms")]
     chosen = _fastest(eligible, reference=reference, settings=settings) if eligible else _default(rows)
-    return [{**row, "chosen": row is chosen, "selection": _why(row, chosen, why, reference, settings)}
-            for row, why in zip(rows, verdicts, strict=True)]  # fmt: skip
+    on = f" on {isa}" if isa and chosen.get("latency_ms") else ""
+    return [{**row, "chosen": row is chosen, "selection": _why(row, chosen, why, reference, settings)
+             + (on if row is chosen else "")} for row, why in zip(rows, verdicts, strict=True)]  # fmt: skip
 
 
 def _floor(row: dict, *, reference: dict, settings: QuantizeSettings) -> str | None:
