@@ -14,6 +14,10 @@ from typing import Any
 from vitopt.formats import FORMATS
 from vitopt.recipe import QuantizeSettings
 
+# Accuracies are ratios of counts: 0.667 - 0.657 is 0.01000000000000001 in floats, which must meet a
+# floor of 0.01 (1 point) exactly as the user wrote it.
+EPSILON = 1e-9
+
 
 def choose(rows: list[dict[str, Any]], *, settings: QuantizeSettings, isa: str = "") -> list[dict[str, Any]]:
     """The rows with ``chosen`` and ``selection`` (why chosen, or why not) filled in; ``isa`` (the CPU's
@@ -34,11 +38,11 @@ def _floor(row: dict, *, reference: dict, settings: QuantizeSettings) -> str | N
     acc, ref_acc = row.get("accuracy"), reference.get("accuracy")
     if acc and ref_acc:
         drop = ref_acc["top1"] - acc["top1"]
-        return None if drop <= settings.max_accuracy_drop else (
+        return None if drop <= settings.max_accuracy_drop + EPSILON else (
             f"below the floor: top-1 {acc['top1']:.4f} is {drop * 100:.2f} points under fp32's "
             f"(allowed {settings.max_accuracy_drop * 100:.2f})")  # fmt: skip
     agreement = (row.get("parity") or {}).get("top1_agreement")
-    if agreement is not None and agreement < settings.min_top1_agreement:
+    if agreement is not None and agreement < settings.min_top1_agreement - EPSILON:
         return f"below the floor: top-1 agreement {agreement:.3f} < {settings.min_top1_agreement}"
     return None
 
