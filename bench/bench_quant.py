@@ -17,6 +17,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import torch
+
 from vitopt.environment import default_threads, describe_environment, summary_line
 from vitopt.models import load_model
 from vitopt.pipeline import compress
@@ -28,6 +30,10 @@ INT8_EXPECTED = ("deit_tiny_patch16_224", "vitopt/vit-cifar10")  # OpenVINO int8
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 NOISE, INT8_GAIN, MAX_DROP = 0.95, 1.3, 0.01
 ISA_KEYS = ("avx512_vnni", "avx_vnni", "amx")
+# A randomly initialised model has near-tied logits, so its top-1 agreement says nothing about int8 (it
+# measured 0.90-0.96 for every int8 variant of DeiT-Tiny, varying with the unseeded init): its rows
+# judge speed only, with the agreement floor off.
+SPEED_ONLY = {"min_top1_agreement": 0.0}
 
 
 def make_recipe(*, min_time: float, quantize: dict | None = None) -> Recipe:
@@ -40,6 +46,7 @@ def make_recipe(*, min_time: float, quantize: dict | None = None) -> Recipe:
 
 def run(name: str, *, recipe: Recipe, data_dir: Path, eval_limit: int) -> dict:
     labelled = name in CIFAR  # DeiT-Tiny: random weights, shipped calibration images, no accuracy
+    torch.manual_seed(0)  # timm initialises unseeded: the same random DeiT-Tiny in every run
     with tempfile.TemporaryDirectory() as tmp:
         return compress(model=load_model(name=name), recipe=recipe, out_dir=Path(tmp) / "out",
                         data=data_dir / "cifar10-train.tar" if labelled else None,
@@ -152,7 +159,8 @@ def main() -> None:
     print(f"# vitopt commit {commit.stdout.strip() or 'unknown'}", flush=True)
     reports, results = {}, []
     for name in args.models:
-        reports[name] = run(name, recipe=make_recipe(min_time=args.min_time), data_dir=args.data_dir,
+        quantize = None if name in CIFAR else SPEED_ONLY
+        reports[name] = run(name, recipe=make_recipe(min_time=args.min_time, quantize=quantize), data_dir=args.data_dir,
                             eval_limit=args.eval_limit)  # fmt: skip
         print_model(name, reports[name])
         results += [c for target in ("openvino", "onnx") for c in checks(name, reports[name], target=target)]
