@@ -2,7 +2,8 @@
 
 Every candidate (OpenVINO fp32, fp16, int8 [NNCF], int8-weights; ONNX Runtime fp32, fp16, int8 [static QDQ],
 int8-dynamic) is built, verified, measured interleaved with the unmodified fp32 export and, for the CIFAR-10
-reference models, evaluated on the labelled test set (DeiT-Tiny: random weights, latency and top-1 agreement only).
+reference models, evaluated on the labelled test set (DeiT-Tiny: random weights, judged on speed only, since
+near-tied logits make its agreement meaningless).
 Then int8 on vitopt/vit-cifar10 naive (``keep_float: []``) vs ViT-aware (defaults), and PASS/FAIL per goal.
 Usage: .venv/bin/python bench/bench_quant.py [--models vitopt/vit-cifar10 ...] [--eval-limit 2000] [--min-time 3]
        [--json /tmp/bench_quant.json]
@@ -102,7 +103,7 @@ def checks(name: str, report: dict, *, target: str) -> list[tuple[bool | None, s
     if base is not None and chosen.get("accuracy"):
         drop = (base - chosen["accuracy"]["top1"]) * 100
         out.append((drop <= MAX_DROP * 100 + 1e-9, f"{what} loses {drop:.2f} top-1 points vs PyTorch (<= 1)"))
-    else:
+    elif name in CIFAR:
         agree = (chosen.get("parity") or {}).get("top1_agreement")
         out.append((agree is not None and agree >= 0.97, f"{what}: no labels, top-1 agreement with PyTorch "
                     f"{_fmt(agree, '.3f')} on the verify set (>= 0.97)"))  # fmt: skip

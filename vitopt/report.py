@@ -98,6 +98,8 @@ def _artifacts_md(report: dict[str, Any]) -> list[str]:
     rows += _baseline_md(report["baseline"])
     rows += [f"- **{a['target']} {a['precision']}**: {a['status']}: {a['reason']}"
              for a in report["artifacts"] if a.get("reason")]  # fmt: skip
+    rows += [f"- **{a['target']} {a['precision']}** {'chosen' if a['chosen'] else 'not chosen'}: {a['selection']}"
+             for a in report["artifacts"] if a.get("selection")]  # fmt: skip
     return rows
 
 
@@ -112,7 +114,8 @@ def _artifact_row(a: dict[str, Any], *, has_acc: bool) -> str:
         f"{a['speedup']:.2f}x" if a.get("speedup") else "-",
     ]  # fmt: skip
     if has_acc:
-        cells.append(f"{a['accuracy']['top1']:.4f}" if a.get("accuracy") else "-")
+        acc = a.get("accuracy")
+        cells.append(f"{acc['top1']:.4f}" + (" (simulated)" if acc.get("simulated") else "") if acc else "-")
     return "| " + " | ".join(cells) + " |"
 
 

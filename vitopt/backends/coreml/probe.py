@@ -1,6 +1,6 @@
 """What Core ML will reject, read from the one traced graph, and what vitopt rewrites.
 
-The rewrites are those the exporter applies (``coreml_rewrites``), run here on a copy of
+The rewrites are those the exporter applies (``rewrites``), run here on a copy of
 the graph, so the check reports exactly what export will do; ops outside coremltools' own
 converter table and tensors still above rank 5 afterwards are blockers.
 """
