@@ -9,8 +9,11 @@ accuracy can still be measured.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import logging
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -41,6 +44,23 @@ class Quantizer(ABC):
     def simulate(self, module: nn.Module, *, scheme: str) -> nn.Module | None:
         """A PyTorch model computing what the quantised artifact computes, where one can be built."""
         return None
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str = "") -> Iterator[None]:
+    """Hold a library's logger (default: the root logger) at ERROR: quantisers log per-call advice and
+    per-tensor progress that would bury vitopt's own progress lines; the report records what ran."""
+    # Children set their own levels (coremltools' k-means logger is at INFO), so each is held, not just the parent.
+    names = [name, *(n for n in logging.root.manager.loggerDict if name and n.startswith(f"{name}."))]
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def matches_module(name: str, globs: list[str]) -> bool:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from vitopt.backends.exporter import ExportedArtifact
-from vitopt.backends.quantizer import Quantizer
+from vitopt.backends.quantizer import Quantizer, quiet_logger
 from vitopt.errors import ExportError, UnsupportedOptionError, one_line
 from vitopt.formats import require
 
@@ -63,7 +63,7 @@ class CoreMLQuantizer(Quantizer):
             config = PostTrainingPalettizerConfig.from_dict(
                 {"global_config": {"n_bits": PALETTE_BITS[scheme], "granularity": "per_tensor"}})  # fmt: skip
             compressor = PostTrainingPalettizer(copy.deepcopy(module), config)
-        with contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stderr(io.StringIO()), quiet_logger("coremltools"):  # a line per tensor
             return compressor.compress().eval()
 
 

@@ -11,8 +11,6 @@ to float16 with float32 inputs and outputs.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ import torch
 
 from vitopt.backends.exporter import ExportedArtifact
 from vitopt.backends.metadata import INPUT_NAME
-from vitopt.backends.quantizer import Quantizer, matches_module
+from vitopt.backends.quantizer import Quantizer, matches_module, quiet_logger
 from vitopt.errors import ExportError, one_line
 from vitopt.formats import require
 
@@ -36,7 +34,7 @@ class OnnxQuantizer(Quantizer):
         source = onnx.load(str(artifact.main))
         excluded = self.excluded_nodes(source)
         try:
-            with _quiet_root_logger():  # it logs a pre-processing suggestion on the root logger per call
+            with quiet_logger():  # it logs a pre-processing suggestion on the root logger per call
                 _SCHEMES[scheme](artifact.main, dest, calibration=calibration, excluded=excluded)
         except Exception as err:  # onnxruntime's quantiser raises plain exceptions
             raise ExportError(f"ONNX Runtime {scheme} quantisation failed: {one_line(err)}") from err
@@ -82,17 +80,6 @@ def _copy_metadata(source, dest: Path, onnx) -> None:
     del model.metadata_props[:]
     model.metadata_props.extend(source.metadata_props)
     onnx.save(model, str(dest))
-
-
-@contextlib.contextmanager
-def _quiet_root_logger():
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
 
 
 class _Reader:
