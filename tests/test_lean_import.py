@@ -13,14 +13,16 @@ HEAVY = ("onnxruntime", "openvino", "coremltools", "tensorrt", "nncf", "onnx", "
 CASES = {
     "vitopt": ("import vitopt", HEAVY),
     "pipeline": ("import vitopt.pipeline", HEAVY),
+    "quant-sensitivity": ("import vitopt.sensitivity, vitopt.select", HEAVY),
     "cli": ("import vitopt.cli", HEAVY),
     "recipe": ("import vitopt.recipe", HEAVY),
-    # every row of the format table resolves its exporter and runner classes (recipes validate
-    # options against them) and asks whether its runtime exists here, without loading a backend
+    # every row of the format table resolves its exporter, runner and quantiser classes (recipes validate
+    # options against them, the pipeline asks quantisers what they need) and asks whether its runtime
+    # exists here, without loading a backend
     "formats": ("from vitopt.formats import FORMATS\n"
                 "for n in FORMATS.names():\n"
                 "    f = FORMATS.get(n); f.exporter_class(); r = f.runner_class(); r.unavailable_reason()\n"
-                "    f.proxy_runner_class(); f.validator_function(); f.probe_function()", HEAVY),
+                "    f.proxy_runner_class(); f.validator_function(); f.probe_function(); f.quantizer_class()", HEAVY),
     "check": ("import vitopt.convertibility, vitopt.cli.check_cmds", HEAVY),
     # bench.py is numpy-only so that timing code can be reused without torch
     "bench": ("import vitopt.bench", (*HEAVY, "timm", "torch")),

@@ -87,9 +87,12 @@ class Format:
     def probe_function(self):
         return None if self.probe is None else _import_attr(self.probe)
 
+    def quantizer_class(self):
+        return None if self.quantizer is None else _import_attr(self.quantizer)
+
     def quantizer_for(self, precision: str, *, settings):
         """The quantiser that produces ``precision`` (None when the exporter writes it itself)."""
-        cls = None if self.quantizer is None else _import_attr(self.quantizer)
+        cls = self.quantizer_class()
         return cls(settings=settings) if cls is not None and precision in cls.schemes else None
 
     def tolerance(self, precision: str, *, fp32: float) -> float:

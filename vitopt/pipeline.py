@@ -158,7 +158,7 @@ def _build_group(ctx: RunContext, target, *, step: Step) -> list:
 def _labelled(recipe: Recipe, *, data, spec):
     """(images, labels) of --data for quantisers that control accuracy, when --data is labelled."""
     sizes = [t.quantize.validation_images for t in recipe.targets
-             if t.quantize.accuracy_control and (t.precision == "auto" or t.quantized)]  # fmt: skip
+             if t.quantize.accuracy_control and (t.precision == "auto" or t.quantized) and _uses_labels(t)]  # fmt: skip
     if data is None or not sizes:
         return None
     try:
@@ -166,6 +166,11 @@ def _labelled(recipe: Recipe, *, data, spec):
     except DataError:  # unlabelled images: calibration only
         return None
     return next(iter(loader))
+
+
+def _uses_labels(target) -> bool:
+    quantizer = FORMATS.get(target.format).quantizer_class()
+    return quantizer is not None and quantizer.uses_labels
 
 
 def _calibration(recipe: Recipe, *, data, spec, images):

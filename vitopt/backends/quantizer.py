@@ -31,6 +31,7 @@ Labelled = tuple[torch.Tensor, torch.Tensor]  # preprocessed images [N, C, H, W]
 class Quantizer(ABC):
     schemes: ClassVar[tuple[str, ...]]  # the precisions this quantiser produces
     base_precision: ClassVar[str] = "fp32"  # what the exporter writes before quantisation
+    uses_labels: ClassVar[bool] = False  # whether ``labelled`` images change what it does (accuracy control)
 
     def __init__(self, *, settings: QuantizeSettings) -> None:
         self.settings = settings

@@ -29,6 +29,7 @@ OP_TYPES = {"layer_norm": "MVN", "softmax": "Softmax", "gelu": "Gelu", "residual
 
 class OpenVinoQuantizer(Quantizer):
     schemes = ("int8", "int8-weights")
+    uses_labels = True
 
     def __init__(self, *, settings: QuantizeSettings, only: str | None = None) -> None:
         super().__init__(settings=settings)
