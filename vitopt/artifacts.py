@@ -22,10 +22,12 @@ from vitopt.backends.exporter import ExportedArtifact
 from vitopt.backends.metadata import RECIPE_KEY
 from vitopt.errors import RunError, VerificationError
 from vitopt.formats import FORMATS, Format
-from vitopt.publish import publish
+from vitopt.publish import publish, replace_path
 from vitopt.recipe import Recipe, Target
 from vitopt.spec import ModelSpec
 from vitopt.verify import check_parity
+
+FAILED_STATUSES = ("export_failed", "verify_failed")  # artifacts that are never benchmarked or shipped
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,17 @@ class BuiltArtifact:
     @property
     def measurable(self) -> bool:
         return self.runner_cls is not None and self.row["status"] == "ok"
+
+
+def ship_chosen(rows: list[dict], group: list[BuiltArtifact], *, out_dir: Path) -> list[dict]:
+    """Move the chosen candidate's files from ``candidates/`` to the target's usual names in ``out_dir``
+    (model.int8.xml -> model.xml); the others stay under ``candidates/``."""
+    for row, built in zip(rows, group, strict=True):
+        if row.get("chosen") and built.files and row["status"] not in FAILED_STATUSES:
+            tag = f".{built.target.precision}."  # Format.artifact_name's infix, on the .bin of an IR too
+            moved = [replace_path(f, out_dir / f.name.replace(tag, ".", 1)) for f in built.files]
+            row["path"] = os.fspath(moved[-1])
+    return rows
 
 
 def build_artifact(ctx: RunContext, target: Target, *, dest: Path | None = None,
@@ -106,7 +119,7 @@ def export_module(ctx: RunContext, target: Target, *, module: nn.Module, subdir:
     if key not in ctx.quantizer_inputs:
         ctx.quantizer_inputs[key] = _export(ctx, target, module=module, precision=quantizer.base_precision,
                                             subdir=f"quantizer-input-{len(ctx.quantizer_inputs)}")  # fmt: skip
-    dest = ctx.staging / subdir / fmt.file_name.replace(".", f".{target.precision}.", 1)
+    dest = ctx.staging / subdir / fmt.artifact_name(target.precision)
     dest.parent.mkdir(parents=True, exist_ok=True)
     return quantizer.quantize(ctx.quantizer_inputs[key], scheme=target.precision, calibration=_calibration(ctx),
                               dest=dest, labelled=ctx.labelled)  # fmt: skip

@@ -82,9 +82,10 @@ def summary_line(env: dict[str, Any], *, load: bool = False) -> str:
 
 def isa_summary() -> str:
     """The instruction sets that decide whether int8 pays off on this CPU, e.g. "avx2, avx512_vnni"."""
-    isa = _isa_flags(_read_cpuinfo())
+    processors = _read_cpuinfo()
+    isa = _isa_flags(processors)
     flags = [k for k in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx", "avx512_bf16") if isa.get(k)]
-    return f"{_cpu_model(_read_cpuinfo()) or 'this CPU'} ({', '.join(flags) or 'no AVX2'})"
+    return f"{_cpu_model(processors) or 'this CPU'} ({', '.join(flags) or 'no AVX2'})"
 
 
 def default_threads() -> int:

@@ -100,6 +100,11 @@ class Format:
         (their logits move by design); their difference is still measured and reported."""
         return dict(self.tolerances).get(precision, fp32 if precision in ("fp32", "fp16") else float("inf"))
 
+    def artifact_name(self, precision: str) -> str:
+        """The file name of this format's artifact in ``precision``: model.xml (fp32), model.int8.xml."""
+        stem, dot, suffix = self.file_name.partition(".")
+        return self.file_name if precision == "fp32" else f"{stem}.{precision}{dot}{suffix}"
+
     def matches(self, path: Path) -> bool:
         return path.name.endswith(self.suffix)
 

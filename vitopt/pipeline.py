@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from vitopt.artifacts import RunContext, build_artifact
+from vitopt.artifacts import RunContext, build_artifact, ship_chosen
 from vitopt.convertibility import check_targets, raise_on_blockers
 from vitopt.data import load_batch
 from vitopt.environment import default_threads, isa_summary
@@ -26,7 +26,7 @@ from vitopt.formats import FORMATS
 from vitopt.measure import baselines_needed, export_baselines, measure_group
 from vitopt.models import LoadedModel
 from vitopt.passes import PassContext, pass_registry
-from vitopt.publish import ship_chosen, staging_dir
+from vitopt.publish import staging_dir
 from vitopt.recipe import PassStep, Recipe
 from vitopt.report import build_report, write_report
 from vitopt.select import choose

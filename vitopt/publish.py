@@ -36,11 +36,11 @@ def publish(artifact: ExportedArtifact, *, out_dir: Path) -> ExportedArtifact:
     (an OpenVINO .xml) finds its companions (the .bin) already in place.
     """
     ordered = [f for f in artifact.files if f != artifact.main] + [artifact.main]
-    moved = [_replace(file, out_dir / file.name) for file in ordered]
+    moved = [replace_path(file, out_dir / file.name) for file in ordered]
     return ExportedArtifact(files=moved, main=out_dir / artifact.main.name, details=artifact.details)
 
 
-def _replace(source: Path, target: Path) -> Path:
+def replace_path(source: Path, target: Path) -> Path:
     """``os.replace``; a directory (.mlpackage) cannot replace a non-empty one, so the old one
     is first renamed aside and removed only after the new one is in place."""
     if source.is_dir() and target.exists():
@@ -61,14 +61,3 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         handle.write(data.encode() if isinstance(data, str) else data)
     os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
     os.replace(tmp, path)
-
-
-def ship_chosen(rows: list[dict], group: list, *, out_dir: Path) -> list[dict]:
-    """Move the chosen candidate's files from ``candidates/`` to the target's usual names in ``out_dir``
-    (model.int8.xml -> model.xml); the others stay under ``candidates/``."""
-    for row, built in zip(rows, group, strict=True):
-        if row.get("chosen") and built.files and row["status"] not in ("export_failed", "verify_failed"):
-            tag = f".{row['precision']}."
-            moved = [_replace(f, out_dir / f.name.replace(tag, ".", 1)) for f in built.files]
-            row["path"] = os.fspath(moved[-1])
-    return rows

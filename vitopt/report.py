@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vitopt import __version__
+from vitopt.artifacts import FAILED_STATUSES
 from vitopt.environment import describe_environment, summary_line
 from vitopt.flops import FLOPS_CONVENTION, ModelCost
 from vitopt.models import LoadedModel
@@ -15,7 +16,6 @@ from vitopt.publish import write_atomic
 from vitopt.recipe import Recipe
 
 SCHEMA = "vitopt.report/1"
-FAILED_STATUSES = ("export_failed", "verify_failed")
 
 
 def build_report(

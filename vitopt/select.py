@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vitopt.artifacts import FAILED_STATUSES
 from vitopt.formats import FORMATS
 from vitopt.recipe import QuantizeSettings
 
@@ -33,7 +34,7 @@ def choose(rows: list[dict[str, Any]], *, settings: QuantizeSettings, isa: str =
 
 def _floor(row: dict, *, reference: dict, settings: QuantizeSettings) -> str | None:
     """Why ``row`` is not a candidate at all (failed, or below the accuracy floor), or None."""
-    if row["status"] in ("export_failed", "verify_failed"):
+    if row["status"] in FAILED_STATUSES:
         return f"{row['status']}: see its reason"
     acc, ref_acc = row.get("accuracy"), reference.get("accuracy")
     if acc and ref_acc:
@@ -59,7 +60,7 @@ def _fastest(eligible: list[dict], *, reference: dict, settings: QuantizeSetting
 def _default(rows: list[dict]) -> dict:
     """Nothing measured here: the format's default precision, if it was built and verified."""
     default = FORMATS.get(rows[0]["target"]).default_precision
-    usable = [r for r in rows if r["status"] not in ("export_failed", "verify_failed")]
+    usable = [r for r in rows if r["status"] not in FAILED_STATUSES]
     return next((r for r in usable if r["precision"] == default), usable[0] if usable else rows[0])
 
 

@@ -59,5 +59,4 @@ class Exporter(ABC):
         """Write the artifact under ``staging``; ``calibration`` holds real images."""
 
     def artifact_name(self) -> str:
-        stem, dot, suffix = self.fmt.file_name.partition(".")
-        return self.fmt.file_name if self.precision == "fp32" else f"{stem}.{self.precision}{dot}{suffix}"
+        return self.fmt.artifact_name(self.precision)
