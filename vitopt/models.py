@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,9 @@ class LoadedModel:
     module: nn.Module
     spec: ModelSpec
     source: str
-    weights: str  # "random", "zoo", "checkpoint", "full-module", "exported-program", "factory"
+    weights: str  # "random", "zoo", "checkpoint", "full-module", "exported-program", "factory", "pruned"
     notices: list[str]
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # what the architecture was built with
 
 
 def load_model(
@@ -67,7 +68,8 @@ def load_model(
     if weights == "random":
         notices.append(RANDOM_WEIGHTS_NOTICE.format(name=name))
         log.warning(notices[-1])
-    return LoadedModel(module=module, spec=spec, source=name, weights=weights, notices=notices)
+    return LoadedModel(module=module, spec=spec, source=name, weights=weights, notices=notices,
+                       model_kwargs=dict(model_kwargs or {}))
 
 
 def _eval_mode(module: nn.Module) -> nn.Module:
@@ -118,6 +120,10 @@ def _probe_num_classes(module: nn.Module, spec: ModelSpec) -> ModelSpec:
 
 
 def _pick_loader(name: str):
+    from vitopt.pruning.saved import is_saved_model
+
+    if is_saved_model(name):
+        return _load_pruned
     if name.endswith(".pt2"):
         return _load_exported_program
     if ".py:" in name:
@@ -209,6 +215,17 @@ def _model_hint(name: str) -> str:
         "use a timm model name (see timm.list_models()), a vitopt/ name, a .pt2 file "
         "or path/to/file.py:factory"
     )
+
+
+def _load_pruned(name: str, *, checkpoint, trust, kwargs) -> tuple[nn.Module, ModelSpec, str]:
+    """A folder written by a pruning run (``<out>/pytorch``): safetensors plus the widths."""
+    from vitopt.pruning.saved import load_saved
+
+    _no_kwargs(kwargs, name)
+    if checkpoint is not None:
+        raise UnsupportedOptionError(f"{name!r} holds its own weights", hint="drop --checkpoint")
+    module, spec = load_saved(Path(name))
+    return module, spec, "pruned"
 
 
 def _load_exported_program(name: str, *, checkpoint, trust, kwargs) -> tuple[nn.Module, ModelSpec, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -16,7 +17,7 @@ from vitopt.errors import RecipeError
 from vitopt.registry import Registry
 
 # Modules that register built-in passes; imported on first use so `import vitopt` stays light.
-BUILTIN_PASS_MODULES: tuple[str, ...] = ("vitopt.reparam",)
+BUILTIN_PASS_MODULES: tuple[str, ...] = ("vitopt.reparam", "vitopt.pruning.prune_pass", "vitopt.pruning.distill_pass")
 
 
 class PassOptions(BaseModel):
@@ -32,6 +33,12 @@ class PassContext:
     spec: Any
     calibration: Any = None  # torch.Tensor [N, C, H, W] of real preprocessed images
     teacher: Any = None  # the unmodified module, for passes that distil from it
+    data: Path | None = None  # images passes train on (--data; labels optional)
+    work_dir: Path | None = None  # where a long pass checkpoints; kept until the run succeeds
+    resume: bool = False  # continue from work_dir's checkpoints (--resume)
+    targets: tuple[Any, ...] = ()  # the recipe's targets: a latency budget is measured on the first
+    threads: int | None = None
+    progress: Any = None  # progress(description, total) -> context manager yielding tick(), or None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -46,6 +53,7 @@ class ModelPass:
 
     name: ClassVar[str]
     Options: ClassVar[type[PassOptions]] = PassOptions
+    trains: ClassVar[bool] = False  # needs --data (checked before any pass runs)
 
     def __init__(self, options: PassOptions) -> None:
         self.options = options

@@ -29,7 +29,9 @@ from vitopt.passes import PassContext, pass_registry
 from vitopt.publish import staging_dir
 from vitopt.recipe import PassStep, Recipe
 from vitopt.report import build_report, write_report
+from vitopt.pruning.saved import discard_work, save_if_restructured
 from vitopt.select import choose
+from vitopt.train.distributed import init_world
 from vitopt.verify import torch_logits
 
 Step = Callable[[str], AbstractContextManager]
@@ -44,17 +46,22 @@ def compress(
     eval_data: str | Path | None = None,
     eval_limit: int | None = None,
     step: Step | None = None,
-) -> dict[str, Any]:
+    resume: bool = False,
+) -> dict[str, Any] | None:
     """Run ``recipe`` on ``model``; write artifacts and ``report.json``/``report.md`` to ``out_dir``.
 
     ``data`` holds calibration images (default: the set shipped with vitopt); ``eval_data``
     a labelled set for accuracy. ``step(description)`` wraps each step (progress display).
-    Returns the report as a dict.
+    Returns the report as a dict. Passes that train (``prune``, ``distill``) checkpoint under a work
+    folder beside ``out_dir``; ``resume`` continues them. Under torchrun every rank runs the passes
+    (data-parallel) and only rank 0 exports, measures and reports (the others return None).
     """
     step = step or (lambda _: nullcontext())
     out_dir = Path(out_dir)
     for target in recipe.targets:
         FORMATS.get(target.format).check_installed()
+    _require_data_for_training(recipe, data=data)
+    world = init_world()
     with step("checking that every target accepts the model"):
         findings = check_targets(module=model.module, spec=model.spec, targets=_formats(recipe))
     raise_on_blockers(findings)  # before any pass: hours of compression for a target that rejects the model
@@ -63,7 +70,10 @@ def compress(
         calibration = _calibration(recipe, data=data, spec=model.spec, images=images)
         labelled = _labelled(recipe, data=data, spec=model.spec)
     original = copy.deepcopy(model.module).eval()
-    passes = run_passes(model, recipe=recipe, images=images, step=step)
+    work = work_dir_for(out_dir)
+    passes = run_passes(model, recipe=recipe, images=images, step=step, data=data, work_dir=work, resume=resume)
+    if not world.is_main:
+        return None
     loader, baseline = _evaluate_original(model, original=original, eval_data=eval_data, eval_limit=eval_limit,
                                           step=step)  # fmt: skip
     with staging_dir(out_dir) as staging:
@@ -74,12 +84,28 @@ def compress(
             threads=_threads(recipe), eval_loader=loader, calibration=calibration, labelled=labelled,
         )  # fmt: skip
         rows = run_targets(ctx, step=step)
+        saved = save_if_restructured(passes.module, model=model, staging=staging, out_dir=out_dir)
     report = build_report(
         model=model, passes=passes.records, costs=(passes.costs[0], passes.costs[-1]), artifacts=rows,
         baseline=baseline, recipe=recipe, threads=_threads(recipe), findings=findings,
     )  # fmt: skip
+    if saved:
+        report["pytorch_model"] = saved
     write_report(report, out_dir=out_dir)
+    discard_work(work)  # the run succeeded: its checkpoints are no longer needed
     return report
+
+
+def work_dir_for(out_dir: Path) -> Path:
+    """Beside the output folder, not in it: a good earlier output stays untouched until publishing."""
+    return out_dir.parent / f".{out_dir.name}.work"
+
+
+def _require_data_for_training(recipe: Recipe, *, data) -> None:
+    trainers = [p.name for p in recipe.passes if pass_registry().get(p.name).trains]
+    if trainers and data is None:
+        raise DataError(f"pass {trainers[0]!r} trains the model and needs images: none given",
+                        hint="pass --data PATH (a folder or tar of images; labels optional)")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -89,12 +115,16 @@ class PassesRun:
     costs: list[ModelCost]  # the model's cost before the first pass and after each one
 
 
-def run_passes(model: LoadedModel, *, recipe: Recipe, images, step: Step) -> PassesRun:
+def run_passes(model: LoadedModel, *, recipe: Recipe, images, step: Step, data=None, work_dir: Path | None = None,
+               resume: bool = False) -> PassesRun:  # fmt: skip
     """Apply the recipe's passes in order, recording time, params and FLOPs around each."""
     module = copy.deepcopy(model.module).eval()
-    context = PassContext(spec=model.spec, calibration=images, teacher=model.module)
+    context = PassContext(spec=model.spec, calibration=images, teacher=copy.deepcopy(model.module).eval(),
+                          data=Path(data) if data else None, work_dir=work_dir, resume=resume,
+                          targets=tuple(recipe.targets), threads=_threads(recipe))  # fmt: skip
     records, costs = [], [model_cost(module, input_size=model.spec.input_size)]
-    for pass_step in recipe.passes:
+    for index, pass_step in enumerate(recipe.passes):
+        context.extras["pass_index"] = index
         with step(f"pass {pass_step.name}"):
             module, record, cost = _run_pass(pass_step, module, context=context, before=costs[-1])
         records.append(record)

@@ -22,9 +22,11 @@ def compress(
     target: Annotated[Optional[list[str]], typer.Option("--target", "-t", help=TARGETS_HELP)] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("vitopt-out"),
     recipe: Annotated[Optional[str], typer.Option(help="Recipe YAML path or shipped name (baseline).")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="Calibration images: folder or .tar.")] = None,
+    data: Annotated[Optional[Path], typer.Option(
+        help="Images passes train on and quantisers calibrate with: folder or .tar (labels optional).")] = None,
     eval_data: Annotated[Optional[Path], typer.Option(help="Labelled images for accuracy.")] = None,
     eval_limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate on at most N images.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted pruning or distillation run.")] = False,
     threads: Threads = None, debug: Debug = False, model_options: ModelOptions = ModelOptions(),
 ) -> None:  # fmt: skip
     """Run a recipe's passes, export each target, verify and benchmark it, and write a report."""
@@ -37,7 +39,9 @@ def compress(
     the_recipe = resolve_recipe(recipe=recipe, targets=target, threads=threads)
     loaded = model_options.load(model or DEFAULT_MODEL)
     report = run_compress(model=loaded, recipe=the_recipe, out_dir=out_dir, data=data,
-                          eval_data=eval_data, eval_limit=eval_limit, step=step)  # fmt: skip
+                          eval_data=eval_data, eval_limit=eval_limit, step=step, resume=resume)  # fmt: skip
+    if report is None:  # a torchrun rank other than 0: rank 0 exports and reports
+        return
     typer.echo(render_text(report), nl=False)
     console.print(f"report: {out_dir / 'report.json'} and {out_dir / 'report.md'}")
     if failed(report):

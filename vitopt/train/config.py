@@ -35,6 +35,9 @@ class TrainConfig(BaseModel):
     seed: int = 0
     checkpoint_minutes: float = Field(10.0, gt=0)  # also checkpoint mid-epoch this often
     eval_limit: int | None = Field(2000, ge=1)  # validation images per epoch
+    # An epoch draws this many images (a fresh random subset each epoch) instead of all of them:
+    # how pruning fits short fine-tunes of a fraction of an epoch between its steps.
+    images_per_epoch: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _lr_order(self) -> TrainConfig:

@@ -34,6 +34,10 @@ def init_world() -> World:
     return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)))
 
 
+def group_joined() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
 def shutdown(world: World) -> None:
     if world.distributed and dist.is_initialized():
         dist.destroy_process_group()

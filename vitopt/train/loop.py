@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vitopt.models import LoadedModel
 from vitopt.train.config import TrainConfig
-from vitopt.train.distributed import World, barrier, init_world, shutdown
+from vitopt.train.distributed import World, barrier, group_joined, init_world, shutdown
 from vitopt.train.epoch import EpochRunner, StopRequested, catch_sigint
 from vitopt.train.progress import append_metrics, console, read_metrics
 from vitopt.train.state import STATE_FILE, load_state, save_state
@@ -53,6 +53,7 @@ def fit(*, model: LoadedModel, data: str | Path, out_dir: str | Path, config: Tr
         teacher: LoadedModel | None = None, val_data: str | Path | None = None, resume: bool = False,
         show_progress: bool = True) -> dict[str, Any]:  # fmt: skip
     """Train ``model`` in place on ``data`` (with KD from ``teacher`` if given). Returns a summary."""
+    joined = group_joined()  # a caller that runs several fits under torchrun keeps its process group
     world = init_world()
     _warn_if_bf16_is_emulated(config)
     torch.manual_seed(config.seed)
@@ -66,7 +67,8 @@ def fit(*, model: LoadedModel, data: str | Path, out_dir: str | Path, config: Tr
     try:
         return _train_epochs(run, start_epoch=epoch, start_step=step, show_progress=show_progress)
     finally:
-        shutdown(world)
+        if not joined:
+            shutdown(world)
 
 
 def _warn_if_bf16_is_emulated(config: TrainConfig) -> None:
@@ -102,7 +104,8 @@ def _build_optimisation(run: TrainRun) -> None:
     run.module = DistributedDataParallel(module) if world.distributed else module
     run.optimizer = create_optimizer_v2(module, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
     per_rank = max(1, cfg.batch_size // world.size)
-    run.steps_per_epoch = max(1, len(run.train_data) // (per_rank * world.size))
+    images = min(len(run.train_data), cfg.images_per_epoch or len(run.train_data))
+    run.steps_per_epoch = max(1, images // (per_rank * world.size))
     total, warmup = cfg.epochs * run.steps_per_epoch, cfg.warmup_epochs * run.steps_per_epoch
     run.scheduler = torch.optim.lr_scheduler.LambdaLR(
         run.optimizer, lambda s: _lr_factor(s, total=total, warmup=warmup, floor=cfg.min_lr / cfg.lr)

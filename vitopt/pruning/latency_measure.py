@@ -1,0 +1,108 @@
+"""Filling the latency table: each grid point exported with the target's exporter, timed with its
+runner (the same path the final artifact takes), with a progress bar and ETA; cached on disk."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import tempfile
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from vitopt.bench import BenchSettings, measure
+from vitopt.errors import UnsupportedOptionError
+from vitopt.formats import FORMATS
+from vitopt.pruning.latency import (
+    ATTN_DIMS, MLP_DIMS, AttentionHalf, Grid, MlpHalf, _Tokens, cache_key, grid_levels, load_cached, save_cached,
+)  # fmt: skip
+from vitopt.pruning.widths import BlockWidths, Widths
+from vitopt.spec import ModelSpec
+
+log = logging.getLogger("vitopt")
+PROBE_BENCH = dict(warmup=3, min_runs=20, min_time_s=0.15, max_time_s=5.0)
+
+
+def latency_table(model: nn.Module, *, family, spec: ModelSpec, target, threads: int, multiples: dict[str, int],
+                  points: int, progress=None) -> tuple[Grid, bool]:  # fmt: skip
+    """(the table, whether it came from the cache) for ``model`` on ``target``'s runtime."""
+    _check_runs_here(target)
+    widths = family.read_widths(model)
+    levels = grid_levels(widths, multiples=multiples, points=points)
+    key = cache_key(target=target, signature=family.signature(model), levels=levels, threads=threads, full=widths)
+    cached = load_cached(key)
+    if cached is not None:
+        return cached, True
+    grid = _measure_grid(model, family=family, spec=spec, target=target, threads=threads, levels=levels,
+                         widths=widths, progress=progress)  # fmt: skip
+    path = save_cached(key, grid)
+    log.info("latency table measured and cached at %s", path)
+    return grid, False
+
+
+def _check_runs_here(target) -> None:
+    fmt = FORMATS.get(target.format)
+    reason = fmt.runner_class().unavailable_reason()
+    if reason:
+        raise UnsupportedOptionError(
+            f"a latency budget is measured on {target.format}'s runtime, which cannot run here: {reason}",
+            hint="use a flops or params budget, or put an onnx or openvino target first in the recipe",
+        )
+
+
+def _measure_grid(model, *, family, spec, target, threads, levels, widths: Widths, progress) -> Grid:
+    attn_points = list(itertools.product(*(levels[d] for d in ATTN_DIMS)))
+    mlp_points = list(itertools.product(*(levels[d] for d in MLP_DIMS)))
+    total = len(attn_points) + len(mlp_points) + len(levels["emb"]) + 1
+    timer = _ProbeTimer(target=target, threads=threads, tokens=family.tokens(model))
+    with progress(f"latency table on {target.format} ({total} probes)", total) if progress else nullcontext() as tick:
+        tick = tick or (lambda: None)
+        overhead = {e: timer.time(_Tokens(nn.Identity()), emb=e, tick=tick) for e in levels["emb"]}
+        attn = [timer.time(_Tokens(AttentionHalf(_block(model, family, p, None))), emb=p[0], tick=tick)
+                - overhead[p[0]] for p in attn_points]  # fmt: skip
+        mlp = [timer.time(_Tokens(MlpHalf(_block(model, family, None, p))), emb=p[0], tick=tick) - overhead[p[0]]
+               for p in mlp_points]  # fmt: skip
+        whole = timer.time_model(model, spec=spec, tick=tick)
+    shape = lambda dims: [len(levels[d]) for d in dims]  # noqa: E731
+    grid = Grid(levels=levels, attn=np.asarray(attn).reshape(shape(ATTN_DIMS)),
+                mlp=np.asarray(mlp).reshape(shape(MLP_DIMS)), stem_ms=0.0)  # fmt: skip
+    stem = whole - sum(grid.block_ms(widths.emb, b) for b in widths.blocks)
+    return Grid(levels=levels, attn=grid.attn, mlp=grid.mlp, stem_ms=max(stem, 0.0))
+
+
+def _block(model, family, attn_point, mlp_point) -> nn.Module:
+    """A block at the grid point; the half not being measured keeps its smallest size."""
+    if attn_point is not None:
+        emb, heads, qk, v = attn_point
+        return family.block_at(model, emb=emb, widths=BlockWidths(heads=heads, qk=qk, v=v, mlp=8))
+    emb, mlp = mlp_point
+    return family.block_at(model, emb=emb, widths=BlockWidths(heads=1, qk=8, v=8, mlp=mlp))
+
+
+class _ProbeTimer:
+    def __init__(self, *, target, threads: int, tokens: int) -> None:
+        self.fmt, self.target, self.threads, self.tokens = FORMATS.get(target.format), target, threads, tokens
+        self.precision = target.precision if target.precision in ("fp32", "fp16") else "fp32"
+
+    def time(self, probe: nn.Module, *, emb: int, tick) -> float:
+        spec = ModelSpec(name="latency-probe", input_size=(1, self.tokens, emb), mean=(0.0,), std=(1.0,),
+                         num_classes=emb)  # fmt: skip
+        return self._export_and_time(probe.eval(), spec=spec, tick=tick)
+
+    def time_model(self, model: nn.Module, *, spec: ModelSpec, tick) -> float:
+        return self._export_and_time(model.eval(), spec=spec, tick=tick)
+
+    def _export_and_time(self, module: nn.Module, *, spec: ModelSpec, tick) -> float:
+        with tempfile.TemporaryDirectory(prefix="vitopt-latency-") as tmp:
+            exporter = self.fmt.exporter_class()(fmt=self.fmt, precision=self.precision, options=self.target.options)
+            example = torch.randn(spec.batch_shape(1))
+            artifact = exporter.export(module, spec=spec, staging=Path(tmp), calibration=example)
+            runner = self.fmt.open_runner(artifact.main, threads=self.threads)
+            batch = example.numpy()
+            stats = measure(lambda: runner.run(batch), settings=BenchSettings(threads=self.threads, **PROBE_BENCH))
+            del runner
+        tick()
+        return stats.p50
