@@ -1,10 +1,7 @@
-"""Third-party baselines for vitopt's ViT width pruning: torch-pruning (DepGraph) and naive slicing.
-
-Benchmarks compare vitopt's pruning with what a user gets from torch-pruning's own timm ViT recipe
-(examples/transformers/prune_timm_vit.py in VainF/Torch-Pruning) and with keeping the first channels of every weight.
-Supports timm ``VisionTransformer`` with plain Attention/Mlp (no qk/scale norm, gate or attention pooling). Every
-function works on a deep copy, so one base model can feed several baselines.
-"""
+"""Baselines for vitopt's ViT width pruning: torch-pruning's own timm ViT recipe (examples/transformers/
+prune_timm_vit.py in VainF/Torch-Pruning) and keeping the first channels of every weight. Supports timm
+VisionTransformer with plain Attention/Mlp (no qk/scale norm, gate, attention pooling). Every function works on a
+deep copy, so one base model can feed several baselines."""
 
 from __future__ import annotations
 
@@ -21,12 +18,9 @@ Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 class FixedGroupHessianImportance(tp.importance.GroupHessianImportance):
-    """tp's GroupHessianImportance with an accumulation that accumulates.
-
-    tp 1.6.0 (and upstream v1.6.1) tests ``name not in self._accu_grad`` on a dict keyed by Parameter, so every
-    sample overwrites the last and the score comes from one sample. Keying by the parameter gives the documented
-    mean of squared per-sample gradients at the same cost.
-    """
+    """tp's GroupHessianImportance, fixed: tp 1.6.0/1.6.1 tests ``name in self._accu_grad`` on a dict keyed by
+    Parameter, so each sample overwrites the last and the score comes from one sample. Keying by the parameter
+    restores the documented mean of squared per-sample gradients at the same cost."""
 
     def accumulate_grad(self, model: nn.Module) -> None:
         for param in model.parameters():
@@ -44,10 +38,7 @@ IMPORTANCES = {  # the criteria of the tp timm example; group variants sum the s
 
 
 def _unwrapped(model: nn.Module) -> list[tuple[nn.Parameter, int]]:
-    """cls/reg tokens and position embedding (the ViT's own parameters), pruned on their last (embed) dim.
-
-    Declared so tp does not warn; tp 1.6 wants (param, dim) pairs here although its docstring says a dict.
-    """
+    """cls/reg tokens and pos_embed on their embed dim, declared so tp need not guess (list of pairs, not dict)."""
     return [(p, p.dim() - 1) for p in model.parameters(recurse=False)]
 
 
@@ -61,10 +52,8 @@ def _attentions(model: nn.Module) -> list[Attention]:
 
 
 def _set_heads(attn: Attention, num_heads: int, head_dim: int) -> None:
-    """Make timm's forward match the new qkv width: it reshapes with num_heads, head_dim and attn_dim.
-
-    Fused SDPA takes its scale from q's last dim, so ``scale`` (unfused path) must follow or the paths disagree.
-    """
+    """Make timm's forward match the new qkv width: it reshapes with num_heads, head_dim and attn_dim. Fused SDPA
+    takes its scale from q's last dim, so ``scale`` (unfused path) must follow or the two paths disagree."""
     attn.num_heads, attn.head_dim, attn.attn_dim = num_heads, head_dim, num_heads * head_dim
     attn.scale = head_dim**-0.5
 
@@ -88,9 +77,7 @@ def _accumulate_hessian(model: nn.Module, imp: FixedGroupHessianImportance, batc
 
 def _make_pruner(model, imp, ratio, example_inputs, round_to, head_ratio) -> tp.pruner.MetaPruner:
     """MetaPruner set up like the tp timm example: global ranking, classifier kept whole, heads declared on qkv.
-
-    Head dims are pruned unless ``head_ratio`` > 0, then whole heads go instead (the example's --prune_num_heads).
-    """
+    Head dims are pruned unless ``head_ratio`` > 0, then whole heads go instead (the example's --prune_num_heads)."""
     return tp.pruner.MetaPruner(
         model,
         example_inputs,
@@ -117,11 +104,9 @@ def prune_with_torch_pruning(
     round_to: int = 8,
     head_ratio: float = 0.0,
 ) -> nn.Module:
-    """A copy of a timm ViT with ``ratio`` of all channels removed by tp's global ranking, embed dim included.
-
-    The residual stream (patch_embed, tokens, norms, head input) is one coupled group that tp prunes like any other,
-    as in its example. Taylor and Hessian need ``batches`` of (images, labels).
-    """
+    """A copy of a timm ViT with ``ratio`` of all channels removed by tp's global ranking. The residual stream
+    (patch_embed, tokens, norms, head input) is one coupled group, so the embed dim is pruned too, as in tp's
+    example. Taylor and Hessian need ``batches`` of (images, labels)."""
     model = copy.deepcopy(model).eval()
     imp = IMPORTANCES[importance]()
     pruner = _make_pruner(model, imp, ratio, example_inputs, round_to, head_ratio)
@@ -138,12 +123,9 @@ def prune_with_torch_pruning(
 
 
 def time_group_hessian(model: nn.Module, *, batches: Batches) -> float:
-    """Seconds for tp's Hessian criterion to score every prunable group of ``model`` from ``batches``.
-
-    Timed: forward, per-sample backward and accumulation, then the importance of all groups (what MetaPruner
-    computes before ranking). Not timed: copying the model and tracing the dependency graph, one-off set-up
-    independent of the saliency estimator.
-    """
+    """Seconds for tp's Hessian criterion to score every prunable group of ``model`` from ``batches``: forward,
+    per-sample backward and accumulation, then the importance of all groups (what MetaPruner ranks). Copying the
+    model and tracing the dependency graph are one-off set-up, not saliency estimation, so they are not timed."""
     model = copy.deepcopy(model).eval()
     graph = tp.DependencyGraph().build_dependency(model, batches[0][0][:1], unwrapped_parameters=_unwrapped(model))
     groups = list(graph.get_all_groups(ignored_layers=[model.head], root_module_types=(nn.Conv2d, nn.Linear)))
@@ -205,11 +187,8 @@ def _slice_residual(model: nn.Module, e: torch.Tensor) -> None:
 
 
 def uniform_width_vit(model: nn.Module, *, width_fraction: float, round_to: int = 8) -> nn.Module:
-    """The naive baseline: embed dim, MLP hidden and per-head dim all scaled by one fraction, heads kept.
-
-    Keeps the first channels of every weight (plain slicing, no saliency), so any gap to it measures what a
-    pruning criterion buys.
-    """
+    """The naive baseline: embed dim, MLP hidden and per-head dim all scaled by one fraction, heads kept. Keeps the
+    first channels of every weight (no saliency), so a gap to it measures what a pruning criterion buys."""
     model = copy.deepcopy(model).eval()
     e = _keep(model.embed_dim, width_fraction, round_to)
     head_dim = len(_keep(_attentions(model)[0].head_dim, width_fraction, round_to))

@@ -13,6 +13,8 @@ from vitopt.environment import describe_environment, summary_line
 from vitopt.flops import FLOPS_CONVENTION, ModelCost
 from vitopt.models import LoadedModel
 from vitopt.publish import write_atomic
+from vitopt.pruning.report import markdown as pruning_markdown
+from vitopt.pruning.report import plot as pruning_plot
 from vitopt.recipe import Recipe
 
 SCHEMA = "vitopt.report/1"
@@ -51,6 +53,9 @@ def _model_entry(model: LoadedModel, *, cost) -> dict[str, Any]:
 
 
 def write_report(report: dict[str, Any], *, out_dir: Path) -> None:
+    plot = pruning_plot(report, out_dir=out_dir)
+    if plot:
+        report["plot"] = plot
     write_atomic(out_dir / "report.json", json.dumps(report, indent=2, default=str) + "\n")
     write_atomic(out_dir / "report.md", render_markdown(report))
 
@@ -70,6 +75,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         *[f"> **Notice:** {n}" for n in report["notices"]],
         *_passes_md(report["passes"]),
+        *pruning_markdown(report),
         *_artifacts_md(report),
         *_convertibility_md(report.get("convertibility") or {}),
         *_environment_md(report["environment"]),

@@ -44,10 +44,15 @@ def _latency(module, *, family, context, options):
 
     if not context.targets:
         raise UnsupportedOptionError("a latency budget needs a target to measure on", hint="add a target")
-    target = context.targets[0]
-    grid, cached = latency_table(module, family=family, spec=context.spec, target=target, threads=context.threads,
+    from vitopt.train.distributed import broadcast_object, init_world
+
+    target, world = context.targets[0], init_world()
+    measured = None
+    if world.is_main:  # one rank measures (the others would share its cores); every rank plans with its table
+        measured = latency_table(module, family=family, spec=context.spec, target=target, threads=context.threads,
                                  multiples=options.multiples, points=options.latency_grid_points,
-                                 progress=lambda d, n: bar(d, n, enabled=context.extras.get("main", True)))  # fmt: skip
+                                 progress=lambda d, n: bar(d, n))  # fmt: skip
+    grid, cached = broadcast_object(measured, world)
     info = {"runtime_target": target.format, "threads": context.threads, "table_cached": cached,
             "table_levels": grid.levels, "stem_ms": round(grid.stem_ms, 4)}  # fmt: skip
     return grid.model_ms, info

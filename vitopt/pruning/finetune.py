@@ -25,6 +25,7 @@ class FinetuneOptions(PassOptions):
     warmup_epochs: float = Field(0.1, ge=0)
     bf16: bool | None = None  # default: where the CPU computes bf16 natively
     seed: int = 0
+    images_per_epoch: int | None = Field(None, ge=1)  # default: all of --data each epoch
 
 
 def require_data(context: PassContext, *, pass_name: str) -> Path:
@@ -36,6 +37,7 @@ def require_data(context: PassContext, *, pass_name: str) -> Path:
 
 def finetune(module: nn.Module, *, context: PassContext, options: FinetuneOptions, out_dir: Path, epochs: int,
              images_per_epoch: int | None = None, seed_offset: int = 0, eval_limit: int = 500) -> dict:  # fmt: skip
+    images_per_epoch = images_per_epoch or options.images_per_epoch
     """Train ``module`` in place; resumes from ``out_dir``'s checkpoint when one is there."""
     from vitopt.environment import native_bf16
 

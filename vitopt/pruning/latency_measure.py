@@ -106,3 +106,26 @@ class _ProbeTimer:
             del runner
         tick()
         return stats.p50
+
+
+def measured_fraction(original: nn.Module, pruned: nn.Module, *, spec: ModelSpec, target, threads: int) -> dict:
+    """The pruned model's latency as a fraction of the original's on the target runtime, both timed
+    in one interleaved run (the same measurement the report makes, minus verification)."""
+    from vitopt.bench import measure_interleaved
+
+    fmt = FORMATS.get(target.format)
+    precision = target.precision if target.precision in ("fp32", "fp16") else "fp32"
+    with tempfile.TemporaryDirectory(prefix="vitopt-latency-") as tmp:
+        runners = {}
+        for name, module in (("original", original), ("pruned", pruned)):
+            exporter = fmt.exporter_class()(fmt=fmt, precision=precision, options=target.options)
+            (Path(tmp) / name).mkdir()
+            artifact = exporter.export(module.eval(), spec=spec, staging=Path(tmp) / name,
+                                       calibration=torch.zeros(spec.batch_shape(1)))  # fmt: skip
+            runners[name] = fmt.open_runner(artifact.main, threads=threads)
+        batch = np.zeros(spec.batch_shape(1), dtype=np.float32)
+        settings = BenchSettings(threads=threads, warmup=5, min_runs=50, min_time_s=2.0, max_time_s=20.0)
+        stats = measure_interleaved({k: (lambda r=r: r.run(batch)) for k, r in runners.items()}, settings=settings)
+        del runners
+    return {"original_ms": stats["original"].p50, "pruned_ms": stats["pruned"].p50,
+            "fraction": stats["pruned"].p50 / stats["original"].p50}  # fmt: skip

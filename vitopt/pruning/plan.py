@@ -1,18 +1,22 @@
 """Which units a pruning step removes: NViT's global ranking with a latency (or FLOPs, params) cost.
 
 Every prunable dimension offers its next group: the ``multiple`` lowest-scoring units still there
-(EMB, or a block's heads, QK, V or MLP). A group's criterion is its saliency minus eta times the
-cost it saves, both normalised by the step's totals so that eta is scale-free:
-    crit(S) = I(S) / sum(I) - eta * (Cost(W) - Cost(W without S)) / Cost(W)
-Saliencies are compared globally, never rescaled per layer. The lowest criterion goes first until
-the step's cost target is met; costs are re-read after every removal, since a block's latency is
-not additive in its widths.
+(EMB, or a block's heads, QK, V or MLP). NViT's criterion is I(S) - eta * dCost(S), removing what
+scores lowest. For a fixed eta that removes exactly the groups with I(S) / dCost(S) < eta; pruning
+until a budget is met therefore means raising eta (the Lagrange multiplier of the cost constraint)
+until enough groups fall under it, which is the same as removing groups in increasing order of
+I(S) / dCost(S) (``rank: ratio``, the default). ``rank: penalty`` keeps the fixed-eta form with
+both terms normalised by the step's totals, for ablation; with a fixed eta it favours the groups
+that save the most cost (whole heads) whatever their saliency, which costs accuracy (bench/RESULTS.md).
+Saliencies are compared globally, never rescaled per layer; costs are re-read after every removal,
+since a block's latency is not additive in its widths.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -27,6 +31,7 @@ class PlanSettings:
     multiples: dict[str, int]
     dimensions: tuple[str, ...]  # which of emb, heads, qk, v, mlp may shrink
     eta: float
+    rank: Literal["ratio", "penalty"] = "ratio"
 
 
 @dataclass
@@ -57,11 +62,16 @@ def _best_group(state: _State, *, scores, cost: Cost, current: float, total: flo
         if group is None:
             continue
         units, widths_after = group
-        saved = (current - cost(widths_after)) / current
-        crit = float(scores[key][units].sum()) / total - settings.eta * saved
+        crit = _criterion(float(scores[key][units].sum()) / total, (current - cost(widths_after)) / current, settings)
         if crit < best_crit:
             best, best_crit = (key, units, widths_after), crit
     return best
+
+
+def _criterion(saliency: float, saved: float, settings: PlanSettings) -> float:
+    if settings.rank == "penalty":
+        return saliency - settings.eta * saved
+    return saliency / saved if saved > 0 else float("inf")  # a group that saves nothing goes last
 
 
 def _next_group(state: _State, key, *, scores, settings: PlanSettings):

@@ -27,14 +27,19 @@ class PruneOptions(PassOptions):
     flops: float | None = Field(None, gt=0, lt=1)
     params: float | None = Field(None, gt=0, lt=1)
     criterion: Literal["hessian", "taylor", "magnitude"] = "hessian"
-    eta: float = Field(1.0, ge=0)  # weight of the cost saved against saliency (both normalised)
+    rank: Literal["ratio", "penalty"] = "ratio"  # see vitopt/pruning/plan.py
+    eta: float = Field(1.0, ge=0)  # rank: penalty only: weight of the cost saved against saliency (both normalised)
     steps: int = Field(6, ge=1)
-    saliency_images: int = Field(1024, ge=1)
+    saliency_images: int = Field(512, ge=1)
     saliency_batch: int = Field(64, ge=1)
     ema: float = Field(0.9, ge=0, lt=1)
     multiples: dict[Literal["emb", "heads", "qk", "v", "mlp"], int] = Field(default_factory=lambda: dict(NVIT_MULTIPLES))
     dimensions: list[Literal["emb", "heads", "qk", "v", "mlp"]] = Field(default_factory=lambda: list(DIMENSIONS))
     latency_grid_points: int = Field(3, ge=2)
+    # After the last step a latency budget is checked by timing the pruned model against the original;
+    # a miss beyond the tolerance adds a corrective step (the table's error divided out of the target).
+    latency_tolerance: float = Field(0.05, ge=0)
+    max_extra_steps: int = Field(2, ge=0)
     step_epochs: float = Field(1.0, ge=0)  # KD fine-tuning between steps, in epochs of --data, all steps together
     finetune: FinetuneOptions = Field(default_factory=lambda: FinetuneOptions(epochs=2))
 

@@ -31,12 +31,16 @@ class PruneProgress:
     final: bool = False
     ema: dict[str, torch.Tensor] | None = None
     log: list[dict[str, Any]] = field(default_factory=list)
+    extra_steps: int = 0  # steps added because the measured latency missed the budget
+    corrected_target: float = 0.0
+    measurements: list[dict[str, Any]] = field(default_factory=list)
 
 
 def save(work: Path, *, module: nn.Module, widths: Widths, progress: PruneProgress, options: dict) -> None:
     state = {"format": STATE_FORMAT, "options": options, "widths": widths.to_dict(), "model": module.state_dict(),
              "step": progress.step, "sliced": progress.sliced, "final": progress.final, "ema": progress.ema,
-             "log": progress.log}  # fmt: skip
+             "log": progress.log, "extra_steps": progress.extra_steps,
+             "corrected_target": progress.corrected_target, "measurements": progress.measurements}  # fmt: skip
     work.mkdir(parents=True, exist_ok=True)
     tmp = work / f".{STATE_FILE}.tmp{os.getpid()}"
     torch.save(state, tmp)
@@ -58,7 +62,8 @@ def load(work: Path, *, original: nn.Module, family, options: dict) -> tuple[nn.
                               hint="run with the same recipe, or drop --resume to start again")  # fmt: skip
     module = rebuild(original, family=family, widths=Widths.from_dict(state["widths"]), state=state["model"])
     progress = PruneProgress(step=state["step"], sliced=state["sliced"], final=state["final"], ema=state["ema"],
-                             log=state["log"])  # fmt: skip
+                             log=state["log"], extra_steps=state["extra_steps"],
+                             corrected_target=state["corrected_target"], measurements=state["measurements"])  # fmt: skip
     return module, progress
 
 

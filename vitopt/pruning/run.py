@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import zlib
 from typing import Any
 
 import torch
@@ -17,7 +18,8 @@ from vitopt.pruning.budget import BudgetCost
 from vitopt.pruning.finetune import finetune
 from vitopt.pruning.plan import PlanSettings, plan_step, reindex
 from vitopt.pruning.prune_state import PruneProgress
-from vitopt.train.distributed import World, barrier, init_world
+from vitopt.errors import RunError
+from vitopt.train.distributed import World, all_sum, barrier, broadcast_object, init_world
 
 log = logging.getLogger("vitopt")
 
@@ -29,7 +31,7 @@ class PruneRun:
         self.world: World = init_world()
         self.start_widths = family.read_widths(original)
         self.plan = PlanSettings(multiples=dict(options.multiples), dimensions=tuple(
-            d for d in options.dimensions if family.prunable(original, d)), eta=options.eta)  # fmt: skip
+            d for d in options.dimensions if family.prunable(original, d)), eta=options.eta, rank=options.rank)  # fmt: skip
         self.module, self.progress = self._start()
 
     def _start(self) -> tuple[nn.Module, PruneProgress]:
@@ -46,10 +48,12 @@ class PruneRun:
         return copy.deepcopy(self.original).eval(), PruneProgress()
 
     def execute(self) -> PassResult:
-        while self.progress.step < self.options.steps:
+        while self.progress.step < self.options.steps + self.progress.extra_steps:
             if not self.progress.sliced:
                 self._prune_step(self.progress.step)
             self._finetune_step(self.progress.step)
+            if self.progress.step >= self.options.steps + self.progress.extra_steps:
+                self._check_measured()
         if not self.progress.final:
             self._final_finetune()
         return PassResult(self.module.eval(), self.details())
@@ -58,15 +62,44 @@ class PruneRun:
         started = time.perf_counter()
         scores = self._scores(step)
         widths = self.family.read_widths(self.module)
-        target = self.cost.original * (1 - (1 - self.cost.fraction) * (step + 1) / self.options.steps)
+        target = self._step_target(step)
         keep = plan_step(widths=widths, scores=scores, cost=self.cost.of, target=target, settings=self.plan)
         self.family.slice_vit(self.module, keep)
         after = self.family.read_widths(self.module)
+        _check_ranks_agree(after, self.world)
         self.progress.ema = _to_str_keys(reindex(scores, keep))
         self.progress.log.append({"step": step + 1, "target": round(target, 6), "before": round(self.cost.of(widths), 6),
                                   "after": round(self.cost.of(after), 6), "widths": after.to_dict(),
                                   "seconds_saliency_and_plan": round(time.perf_counter() - started, 1)})  # fmt: skip
         self.progress.sliced = True
+        self._save()
+
+    def _step_target(self, step: int) -> float:
+        """Equal shares of the budget per step; an extra step aims at the corrected target."""
+        if step >= self.options.steps:
+            return self.progress.corrected_target
+        return self.cost.original * (1 - (1 - self.cost.fraction) * (step + 1) / self.options.steps)
+
+    def _check_measured(self) -> None:
+        """Closed loop on a latency budget: time the pruned model against the original on the target
+        runtime; where it misses the budget by more than the tolerance, the table's error is divided out
+        of the target and one more step prunes to it (at most ``max_extra_steps``)."""
+        if self.cost.kind != "latency" or self.options.max_extra_steps == 0:
+            return
+        from vitopt.pruning.latency_measure import measured_fraction
+
+        seen = None
+        if self.world.is_main:
+            seen = measured_fraction(self.original, self.module, spec=self.context.spec,
+                                     target=self.context.targets[0], threads=self.context.threads)  # fmt: skip
+        seen = broadcast_object(seen, self.world)
+        predicted = self.cost.of(self.family.read_widths(self.module))
+        seen.update(step=self.progress.step, predicted_fraction=round(predicted / self.cost.original, 4))
+        self.progress.measurements.append(seen)
+        missed = seen["fraction"] > self.cost.fraction * (1 + self.options.latency_tolerance)
+        if missed and self.progress.extra_steps < self.options.max_extra_steps:
+            self.progress.corrected_target = predicted * self.cost.fraction / seen["fraction"]
+            self.progress.extra_steps += 1
         self._save()
 
     def _scores(self, step: int) -> dict:
@@ -137,9 +170,20 @@ class PruneRun:
             "budget": {"kind": kind, "fraction": fraction, "unit": self.cost.unit,
                        "original": round(self.cost.original, 6), "target": round(self.cost.target, 6)},
             "predicted": {"value": round(self.cost.of(end), 6), "fraction": round(self.cost.of(end) / self.cost.original, 4)},
-            "criterion": self.options.criterion, "eta": self.options.eta, "steps": self.progress.log,
+            "criterion": self.options.criterion, "rank": self.options.rank, "eta": self.options.eta, "steps": self.progress.log,
+            "measured_during_pruning": self.progress.measurements, "ranks": self.world.size,
             "widths_before": self.start_widths.to_dict(), "widths_after": end.to_dict(), "cost_info": self.cost.info,
         }  # fmt: skip
+
+
+def _check_ranks_agree(widths, world: World) -> None:
+    """Under DDP every rank must take the same decision (their scores are all-reduced); a rank that
+    did not would train a different model shape and hang the next all-reduce, so stop here instead."""
+    if not world.distributed:
+        return
+    mine = float(zlib.crc32(str(widths.to_dict()).encode()) % 1_000_003)  # hash() differs per process
+    if all_sum([mine], world)[0] != mine * world.size:
+        raise RunError("DDP ranks pruned to different widths", hint="report this with the recipe used")
 
 
 def _to_str_keys(scores: dict) -> dict[str, torch.Tensor]:

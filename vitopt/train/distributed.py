@@ -55,3 +55,12 @@ def all_sum(values: list[float], world: World) -> list[float]:
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()
+
+
+def broadcast_object(obj, world: World):
+    """Rank 0's ``obj`` on every rank (a measurement only rank 0 takes, a decision all must share)."""
+    if not world.distributed:
+        return obj
+    holder = [obj if world.is_main else None]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
