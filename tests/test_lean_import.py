@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-HEAVY = ("onnxruntime", "openvino", "coremltools", "tensorrt", "nncf", "onnx", "torch_pruning")
+HEAVY = ("onnxruntime", "openvino", "coremltools", "tensorrt", "nncf", "onnx", "torch_pruning", "matplotlib")
 
 
 CASES = {
@@ -16,6 +16,9 @@ CASES = {
     "quant-sensitivity": ("import vitopt.sensitivity, vitopt.select", HEAVY),
     "cli": ("import vitopt.cli", HEAVY),
     "recipe": ("import vitopt.recipe", HEAVY),
+    # every registered pass (prune and distill included) and the pruning package load no backend
+    "passes": ("from vitopt.passes import pass_registry; pass_registry()\n"
+               "import vitopt.pruning.run, vitopt.pruning.latency_measure, vitopt.pruning.report", HEAVY),
     # every row of the format table resolves its exporter, runner and quantiser classes (recipes validate
     # options against them, the pipeline asks quantisers what they need) and asks whether its runtime
     # exists here, without loading a backend
