@@ -28,7 +28,7 @@ from torch import nn
 
 from vitopt.pruning.widths import BlockWidths, Widths
 
-TABLE_VERSION = 1
+TABLE_VERSION = 2
 CACHE_DIR = Path(os.environ.get("VITOPT_CACHE", Path.home() / ".cache" / "vitopt")) / "latency"
 ATTN_DIMS, MLP_DIMS = ("emb", "heads", "qk", "v"), ("emb", "mlp")
 
@@ -73,13 +73,16 @@ def interpolate(values: np.ndarray, axes: list[list[int]], point: list[int]) -> 
 
 
 def grid_levels(widths: Widths, *, multiples: dict[str, int], points: int) -> dict[str, list[int]]:
-    """``points`` evenly spaced levels per dimension up to the model's widest, on the multiples."""
+    """``points`` levels per dimension from the smallest width pruning can reach (one multiple) to the
+    model's widest, evenly spaced on the multiples. The smallest is measured, not extrapolated: small
+    blocks cost a floor of per-operator overhead that a line through the wide levels would miss."""
     full = {"emb": widths.emb, **{d: max(b.get(d) for b in widths.blocks) for d in ("heads", "qk", "v", "mlp")}}
     levels = {}
     for dim, top in full.items():
         m = multiples.get(dim, 1)
-        steps = [max(m, int(round(top * (k + 1) / points / m)) * m) for k in range(points)]
-        levels[dim] = sorted({min(s, top) for s in steps} | {top})
+        low = min(m, top)
+        steps = [low + (top - low) * k / (points - 1) for k in range(points)]
+        levels[dim] = sorted({min(top, max(low, int(round(x / m)) * m)) for x in steps})
     return levels
 
 
