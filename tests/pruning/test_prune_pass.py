@@ -99,3 +99,20 @@ def test_cli_compress_with_prune_and_no_data_is_one_line_exit_2(cli, tmp_path):
     result = cli("compress", "vitopt/tiny-vit", "--recipe", recipe, "--out", tmp_path / "o")
     assert result.exit_code == 2
     assert "needs images" in result.output and "--data" in result.output
+
+
+@pytest.mark.slow
+def test_a_latency_budget_is_measured_on_the_target_and_closed_loop(cifar_dir, tmp_path):
+    """The table is measured on ONNX Runtime; the model is timed against the original before step 2 and
+    after the last step, and the report shows the pass's prediction next to the artifact's measurement."""
+    fast = {"exporter": "torchscript", "simplify": False}
+    options = {**PRUNE, "flops": None, "latency": 0.7, "latency_grid_points": 2, "step_epochs": 0,
+               "finetune": {"epochs": 0}}  # fmt: skip
+    recipe = parse_recipe(fast_recipe_dict(passes=[{"name": "prune", "options": options}],
+                                           targets=[{"format": "onnx", "options": fast}], verify={"n_images": 16}))
+    report = run(tmp_path, cifar_dir, recipe)
+    details = report["passes"][0]["details"]
+    assert details["cost_info"]["runtime_target"] == "onnx" and not details["cost_info"]["table_cached"]
+    assert [m["step"] for m in details["measured_during_pruning"]][:2] == [1, 2]
+    assert all(0 < m["fraction"] < 1.5 for m in details["measured_during_pruning"])
+    assert "predicted" in (tmp_path / "out" / "report.md").read_text() and "measured" in (tmp_path / "out" / "report.md").read_text()

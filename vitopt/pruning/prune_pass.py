@@ -36,8 +36,10 @@ class PruneOptions(PassOptions):
     multiples: dict[Literal["emb", "heads", "qk", "v", "mlp"], int] = Field(default_factory=lambda: dict(NVIT_MULTIPLES))
     dimensions: list[Literal["emb", "heads", "qk", "v", "mlp"]] = Field(default_factory=lambda: list(DIMENSIONS))
     latency_grid_points: int = Field(3, ge=2)
-    # After the last step a latency budget is checked by timing the pruned model against the original;
-    # a miss beyond the tolerance adds a corrective step (the table's error divided out of the target).
+    # A latency budget is closed-loop: before each step after the first and after the last, the model is
+    # timed against the original on the target runtime and the table's error is divided out of the next
+    # target; a final miss beyond the tolerance adds a corrective step (at most max_extra_steps).
+    measure_steps: bool = True
     latency_tolerance: float = Field(0.05, ge=0)
     max_extra_steps: int = Field(2, ge=0)
     step_epochs: float = Field(1.0, ge=0)  # KD fine-tuning between steps, in epochs of --data, all steps together

@@ -32,7 +32,6 @@ class PruneProgress:
     ema: dict[str, torch.Tensor] | None = None
     log: list[dict[str, Any]] = field(default_factory=list)
     extra_steps: int = 0  # steps added because the measured latency missed the budget
-    corrected_target: float = 0.0
     measurements: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -40,7 +39,7 @@ def save(work: Path, *, module: nn.Module, widths: Widths, progress: PruneProgre
     state = {"format": STATE_FORMAT, "options": options, "widths": widths.to_dict(), "model": module.state_dict(),
              "step": progress.step, "sliced": progress.sliced, "final": progress.final, "ema": progress.ema,
              "log": progress.log, "extra_steps": progress.extra_steps,
-             "corrected_target": progress.corrected_target, "measurements": progress.measurements}  # fmt: skip
+             "measurements": progress.measurements}  # fmt: skip
     work.mkdir(parents=True, exist_ok=True)
     tmp = work / f".{STATE_FILE}.tmp{os.getpid()}"
     torch.save(state, tmp)
@@ -63,7 +62,7 @@ def load(work: Path, *, original: nn.Module, family, options: dict) -> tuple[nn.
     module = rebuild(original, family=family, widths=Widths.from_dict(state["widths"]), state=state["model"])
     progress = PruneProgress(step=state["step"], sliced=state["sliced"], final=state["final"], ema=state["ema"],
                              log=state["log"], extra_steps=state["extra_steps"],
-                             corrected_target=state["corrected_target"], measurements=state["measurements"])  # fmt: skip
+                             measurements=state["measurements"])  # fmt: skip
     return module, progress
 
 

@@ -60,6 +60,8 @@ class PruneRun:
 
     def _prune_step(self, step: int) -> None:
         started = time.perf_counter()
+        if self._latency_loop() and step > 0 and self._last_measured_step() != step:
+            self._measure()  # the table's error on the model as it is now corrects this step's target
         scores = self._scores(step)
         widths = self.family.read_widths(self.module)
         target = self._step_target(step)
@@ -69,23 +71,32 @@ class PruneRun:
         _check_ranks_agree(after, self.world)
         self.progress.ema = _to_str_keys(reindex(scores, keep))
         self.progress.log.append({"step": step + 1, "target": round(target, 6), "before": round(self.cost.of(widths), 6),
-                                  "after": round(self.cost.of(after), 6), "widths": after.to_dict(),
+                                  "after": round(self.cost.of(after), 6), "correction": round(self._correction(), 4),
+                                  "widths": after.to_dict(),
                                   "seconds_saliency_and_plan": round(time.perf_counter() - started, 1)})  # fmt: skip
         self.progress.sliced = True
         self._save()
 
     def _step_target(self, step: int) -> float:
-        """Equal shares of the budget per step; an extra step aims at the corrected target."""
-        if step >= self.options.steps:
-            return self.progress.corrected_target
-        return self.cost.original * (1 - (1 - self.cost.fraction) * (step + 1) / self.options.steps)
+        """Equal shares of the budget per step (an extra step: the budget itself), in table units: the real
+        fraction divided by how far the table's prediction was off on the last measured model."""
+        fraction = self.cost.fraction if step >= self.options.steps else \
+            1 - (1 - self.cost.fraction) * (step + 1) / self.options.steps  # fmt: skip
+        return self.cost.original * fraction / self._correction()
 
-    def _check_measured(self) -> None:
-        """Closed loop on a latency budget: time the pruned model against the original on the target
-        runtime; where it misses the budget by more than the tolerance, the table's error is divided out
-        of the target and one more step prunes to it (at most ``max_extra_steps``)."""
-        if self.cost.kind != "latency" or self.options.max_extra_steps == 0:
-            return
+    def _latency_loop(self) -> bool:
+        return self.cost.kind == "latency" and self.options.measure_steps
+
+    def _correction(self) -> float:
+        """Measured over predicted latency fraction of the last model timed on the target (1 before any)."""
+        last = self.progress.measurements[-1] if self.progress.measurements else None
+        return last["fraction"] / last["predicted_fraction"] if last else 1.0
+
+    def _last_measured_step(self) -> int | None:
+        return self.progress.measurements[-1]["step"] if self.progress.measurements else None
+
+    def _measure(self) -> dict:
+        """Time the current model against the original on the target runtime (rank 0; shared with all)."""
         from vitopt.pruning.latency_measure import measured_fraction
 
         seen = None
@@ -93,14 +104,22 @@ class PruneRun:
             seen = measured_fraction(self.original, self.module, spec=self.context.spec,
                                      target=self.context.targets[0], threads=self.context.threads)  # fmt: skip
         seen = broadcast_object(seen, self.world)
-        predicted = self.cost.of(self.family.read_widths(self.module))
-        seen.update(step=self.progress.step, predicted_fraction=round(predicted / self.cost.original, 4))
+        predicted = self.cost.of(self.family.read_widths(self.module)) / self.cost.original
+        seen.update(step=self.progress.step, predicted_fraction=round(predicted, 4))
         self.progress.measurements.append(seen)
+        self._save()
+        return seen
+
+    def _check_measured(self) -> None:
+        """Closed loop on a latency budget: after the last step, the pruned model is timed against the
+        original; a miss beyond the tolerance adds one more step aimed at the corrected target."""
+        if not self._latency_loop():
+            return
+        seen = self._measure()
         missed = seen["fraction"] > self.cost.fraction * (1 + self.options.latency_tolerance)
         if missed and self.progress.extra_steps < self.options.max_extra_steps:
-            self.progress.corrected_target = predicted * self.cost.fraction / seen["fraction"]
             self.progress.extra_steps += 1
-        self._save()
+            self._save()
 
     def _scores(self, step: int) -> dict:
         options = self.options
