@@ -28,14 +28,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vitopt.environment import default_threads, describe_environment, summary_line  # noqa: E402
-from vitopt.evaluate import accuracy, evaluation_loader, torch_predict  # noqa: E402
-from vitopt.models import load_model  # noqa: E402
-from vitopt.passes import PassContext  # noqa: E402
-from vitopt.pruning.finetune import FinetuneOptions, finetune  # noqa: E402
-from vitopt.pruning.latency_measure import measured_fraction  # noqa: E402
-from vitopt.pruning.prune_pass import PruneOptions, PrunePass  # noqa: E402
-from vitopt.recipe import Target  # noqa: E402
+from vitopt.environment import default_threads, describe_environment, summary_line
+from vitopt.evaluate import accuracy, evaluation_loader, torch_predict
+from vitopt.models import load_model
+from vitopt.passes import PassContext
+from vitopt.pruning.finetune import FinetuneOptions, finetune
+from vitopt.pruning.latency_measure import measured_fraction
+from vitopt.pruning.prune_pass import PruneOptions, PrunePass
+from vitopt.recipe import Target
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TRAIN, TEST, IMAGENET = DATA / "cifar10-train.tar", DATA / "cifar10-test.tar", DATA / "imagenet-samples-256.tar"
@@ -74,11 +74,12 @@ def judge(model, pruned, *, eval_limit: int, target=ONNX, evaluate: bool = True)
 
 def part_curve(model, args) -> list[dict]:
     rows = []
-    for budget in (0.8, 0.65, 0.5, 0.4):
+    for budget in args.budgets:
         started = time.perf_counter()
         pruned, details = vitopt_prune(model, budget=budget, epochs=args.epochs)
+        minutes = round((time.perf_counter() - started) / 60, 1)
         rows.append({"budget": budget, **judge(model, pruned, eval_limit=args.eval_limit),
-                     "predicted": details["predicted"]["fraction"], "minutes": round((time.perf_counter() - started) / 60, 1)})
+                     "predicted": details["predicted"]["fraction"], "minutes": minutes})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -152,8 +153,8 @@ def part_deit(args) -> list[dict]:
     for fmt in ("onnx", "openvino"):
         target = Target(format=fmt)
         pruned, details = vitopt_prune(model, budget=0.5, epochs=0, target=target, data=IMAGENET,
-                                       extra={"step_epochs": 0, "finetune": {"epochs": 0}, "saliency_images": 128,
-                                              "saliency_batch": 16})  # fmt: skip
+                                       extra={"steps": 2, "step_epochs": 0, "finetune": {"epochs": 0},
+                                              "saliency_images": 64, "saliency_batch": 16})  # fmt: skip
         row = {"target": fmt, **judge(model, pruned, eval_limit=0, target=target, evaluate=False),
                "predicted": details["predicted"]["fraction"], "extra_steps": len(details["measured_during_pruning"])}
         rows.append(row)
@@ -165,6 +166,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--parts", nargs="+", default=["curve", "compare", "saliency", "deit"])
     parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.8, 0.65, 0.5, 0.4])
     parser.add_argument("--eval-limit", type=int, default=5000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

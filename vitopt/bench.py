@@ -54,6 +54,7 @@ class LatencyStats:
     total_s: float
     threads: int | None
     batch_size: int
+    samples: tuple[float, ...] = ()  # every timed call in order (ms): what a noise-aware gate resamples
 
     @classmethod
     def from_samples(
@@ -79,6 +80,7 @@ class LatencyStats:
             total_s=float(samples.sum()) / 1000.0,
             threads=threads,
             batch_size=batch_size,
+            samples=tuple(round(float(x), 4) for x in samples),
         )
 
     @property

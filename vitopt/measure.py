@@ -101,8 +101,12 @@ def _latency(ctx: RunContext, group: list[BuiltArtifact], runners: dict, baselin
     bench = BenchSettings(warmup=settings.warmup, min_runs=settings.min_runs, min_time_s=settings.min_time_s,
                           threads=ctx.threads, batch_size=len(x))  # fmt: skip
     stats = measure_interleaved(fns, settings=bench)
+    # The samples are kept in round order: sample k of an artifact and of its baseline were timed in the
+    # same round, so a gate can bootstrap their ratio pairwise (vitopt gate).
     return {i: {"latency_ms": stats[i].to_dict(), "baseline_latency_ms": stats["baseline"].to_dict(),
-                "speedup": round(speedup(baseline=stats["baseline"], candidate=stats[i]), 4)}
+                "speedup": round(speedup(baseline=stats["baseline"], candidate=stats[i]), 4),
+                "latency_samples_ms": list(stats[i].samples),
+                "baseline_latency_samples_ms": list(stats["baseline"].samples)}
             for i in runners}  # fmt: skip
 
 

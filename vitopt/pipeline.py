@@ -26,10 +26,10 @@ from vitopt.formats import FORMATS
 from vitopt.measure import baselines_needed, export_baselines, measure_group
 from vitopt.models import LoadedModel
 from vitopt.passes import PassContext, pass_registry
+from vitopt.pruning.saved import discard_work, save_if_restructured
 from vitopt.publish import staging_dir
 from vitopt.recipe import PassStep, Recipe
 from vitopt.report import build_report, write_report
-from vitopt.pruning.saved import discard_work, save_if_restructured
 from vitopt.select import choose
 from vitopt.train.distributed import init_world
 from vitopt.verify import torch_logits

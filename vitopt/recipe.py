@@ -115,6 +115,17 @@ class Recipe(_Strict):
     targets: list[Target] = Field(default_factory=lambda: [Target(format="onnx")])
     verify: VerifySettings = Field(default_factory=VerifySettings)
     bench: BenchRecipe = Field(default_factory=BenchRecipe)
+    # what `vitopt gate` holds the report to when no --budget file is given (vitopt/gate/budgets.py)
+    budgets: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("budgets")
+    @classmethod
+    def _valid_budgets(cls, budgets: dict[str, Any]) -> dict[str, Any]:
+        if budgets:
+            from vitopt.gate.budgets import Budgets
+
+            Budgets.model_validate(budgets)
+        return budgets
 
     @field_validator("targets")
     @classmethod
@@ -161,7 +172,7 @@ def load_recipe(*, path: str | Path) -> Recipe:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise RecipeError(f"recipe {str(path)!r} is not valid YAML: {_yaml_problem(err)}") from err
+        raise RecipeError(f"recipe {str(path)!r} is not valid YAML: {yaml_problem(err)}") from err
     return parse_recipe({} if data is None else data, source=str(path), text=text)
 
 
@@ -178,7 +189,7 @@ def _recipe_error(err: ValidationError, *, source: str, text: str | None) -> Rec
     first = err.errors()[0]
     loc = tuple(first["loc"])
     where = ".".join(str(p) for p in loc) or "(top level)"
-    line = _line_of(text, loc)
+    line = yaml_line_of(text, loc)
     at = f"{source}:{line}" if line else source
     hint = None
     if first["type"] == "extra_forbidden" and loc:
@@ -198,7 +209,7 @@ def _fields_at(loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
-def _line_of(text: str | None, loc: tuple) -> int | None:
+def yaml_line_of(text: str | None, loc: tuple) -> int | None:
     """1-based line of the YAML node at ``loc`` (or its nearest existing parent)."""
     if not text:
         return None
@@ -221,7 +232,7 @@ def _child(node, part):
     return None, None
 
 
-def _yaml_problem(err: yaml.YAMLError) -> str:
+def yaml_problem(err: yaml.YAMLError) -> str:
     mark = getattr(err, "problem_mark", None)
     problem = getattr(err, "problem", None) or str(err)
     opened = getattr(err, "context_mark", None)

@@ -12,9 +12,9 @@ from vitopt.artifacts import FAILED_STATUSES
 from vitopt.environment import describe_environment, summary_line
 from vitopt.flops import FLOPS_CONVENTION, ModelCost
 from vitopt.models import LoadedModel
-from vitopt.publish import write_atomic
 from vitopt.pruning.report import markdown as pruning_markdown
 from vitopt.pruning.report import plot as pruning_plot
+from vitopt.publish import write_atomic
 from vitopt.recipe import Recipe
 
 SCHEMA = "vitopt.report/1"
@@ -48,7 +48,7 @@ def _model_entry(model: LoadedModel, *, cost) -> dict[str, Any]:
         "name": spec.name, "source": model.source, "weights": model.weights,
         "params": cost.params, "flops": cost.flops, "flops_convention": FLOPS_CONVENTION,
         "input_shape": list(spec.batch_shape(1)), "num_classes": spec.num_classes,
-        "mean": list(spec.mean), "std": list(spec.std),
+        "mean": list(spec.mean), "std": list(spec.std), "spec": spec.to_dict(),  # labels, resize: app bundles
     }  # fmt: skip
 
 

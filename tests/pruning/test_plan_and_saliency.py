@@ -33,7 +33,8 @@ def test_the_plan_meets_its_target_in_multiples_and_never_empties_a_dimension():
     model = tiny_vit()
     cost, widths = flops_of(model), read_widths(model)
     settings = PlanSettings(multiples=MULTIPLES, dimensions=DIMENSIONS, eta=1.0)
-    keep = plan_step(widths=widths, scores=uniform_scores(model), cost=cost, target=0.4 * cost(widths), settings=settings)
+    keep = plan_step(widths=widths, scores=uniform_scores(model), cost=cost, target=0.4 * cost(widths),
+                     settings=settings)
     family_for(model).slice_vit(model, keep)
     after = read_widths(model)
     assert cost(after) <= 0.4 * cost(widths)
@@ -58,7 +59,8 @@ def test_only_the_listed_dimensions_shrink():
     model = tiny_vit()
     cost, widths = flops_of(model), read_widths(model)
     settings = PlanSettings(multiples=MULTIPLES, dimensions=("mlp",), eta=1.0)
-    keep = plan_step(widths=widths, scores=uniform_scores(model), cost=cost, target=0.7 * cost(widths), settings=settings)
+    keep = plan_step(widths=widths, scores=uniform_scores(model), cost=cost, target=0.7 * cost(widths),
+                     settings=settings)
     assert len(keep.emb) == 48 and all(len(b["heads"]) == 3 and len(b["qk"]) == 16 for b in keep.blocks)
 
 

@@ -115,4 +115,5 @@ def test_a_latency_budget_is_measured_on_the_target_and_closed_loop(cifar_dir, t
     assert details["cost_info"]["runtime_target"] == "onnx" and not details["cost_info"]["table_cached"]
     assert [m["step"] for m in details["measured_during_pruning"]][:2] == [1, 2]
     assert all(0 < m["fraction"] < 1.5 for m in details["measured_during_pruning"])
-    assert "predicted" in (tmp_path / "out" / "report.md").read_text() and "measured" in (tmp_path / "out" / "report.md").read_text()
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "predicted" in markdown and "measured" in markdown

@@ -16,7 +16,8 @@ app = typer.Typer(
 )  # fmt: skip
 
 # Each module registers its commands on `app`; --help lists them in this order.
-for _module in ("compress_cmd", "check_cmds", "quant_cmd", "bench_cmd", "inspect_cmd", "train_cmds"):
+for _module in ("compress_cmd", "check_cmds", "quant_cmd", "bench_cmd", "gate_cmd", "bundle_cmd", "inspect_cmd",
+                "train_cmds"):
     importlib.import_module(f"vitopt.cli.{_module}")
 
 

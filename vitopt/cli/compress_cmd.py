@@ -26,7 +26,8 @@ def compress(
         help="Images passes train on and quantisers calibrate with: folder or .tar (labels optional).")] = None,
     eval_data: Annotated[Optional[Path], typer.Option(help="Labelled images for accuracy.")] = None,
     eval_limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate on at most N images.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted pruning or distillation run.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue an interrupted pruning or distillation run.")] = False,
     threads: Threads = None, debug: Debug = False, model_options: ModelOptions = ModelOptions(),
 ) -> None:  # fmt: skip
     """Run a recipe's passes, export each target, verify and benchmark it, and write a report."""

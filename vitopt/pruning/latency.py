@@ -82,7 +82,7 @@ def grid_levels(widths: Widths, *, multiples: dict[str, int], points: int) -> di
         m = multiples.get(dim, 1)
         low = min(m, top)
         steps = [low + (top - low) * k / (points - 1) for k in range(points)]
-        levels[dim] = sorted({min(top, max(low, int(round(x / m)) * m)) for x in steps})
+        levels[dim] = sorted({min(top, max(low, round(x / m) * m)) for x in steps})
     return levels
 
 

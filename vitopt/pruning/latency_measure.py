@@ -3,6 +3,7 @@ runner (the same path the final artifact takes), with a progress bar and ETA; ca
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import tempfile
@@ -17,7 +18,16 @@ from vitopt.bench import BenchSettings, measure
 from vitopt.errors import UnsupportedOptionError
 from vitopt.formats import FORMATS
 from vitopt.pruning.latency import (
-    ATTN_DIMS, MLP_DIMS, AttentionHalf, Grid, MlpHalf, _Tokens, cache_key, grid_levels, load_cached, save_cached,
+    ATTN_DIMS,
+    MLP_DIMS,
+    AttentionHalf,
+    Grid,
+    MlpHalf,
+    _Tokens,
+    cache_key,
+    grid_levels,
+    load_cached,
+    save_cached,
 )  # fmt: skip
 from vitopt.pruning.widths import BlockWidths, Widths
 from vitopt.spec import ModelSpec
@@ -101,9 +111,9 @@ class _ProbeTimer:
             example = torch.randn(spec.batch_shape(1))
             artifact = exporter.export(module, spec=spec, staging=Path(tmp), calibration=example)
             runner = self.fmt.open_runner(artifact.main, threads=self.threads)
-            batch = example.numpy()
-            stats = measure(lambda: runner.run(batch), settings=BenchSettings(threads=self.threads, **PROBE_BENCH))
-            del runner
+            call = functools.partial(runner.run, example.numpy())
+            stats = measure(call, settings=BenchSettings(threads=self.threads, **PROBE_BENCH))
+            del runner, call  # the session lets go of its files before the folder goes
         tick()
         return stats.p50
 

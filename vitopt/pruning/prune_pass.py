@@ -19,6 +19,7 @@ from vitopt.pruning.finetune import FinetuneOptions, require_data
 from vitopt.pruning.widths import DIMENSIONS
 
 log = logging.getLogger("vitopt")
+Dimension = Literal["emb", "heads", "qk", "v", "mlp"]
 NVIT_MULTIPLES = {"emb": 16, "heads": 1, "qk": 8, "v": 8, "mlp": 16}
 
 
@@ -33,14 +34,17 @@ class PruneOptions(PassOptions):
     saliency_images: int = Field(512, ge=1)
     saliency_batch: int = Field(64, ge=1)
     ema: float = Field(0.9, ge=0, lt=1)
-    multiples: dict[Literal["emb", "heads", "qk", "v", "mlp"], int] = Field(default_factory=lambda: dict(NVIT_MULTIPLES))
-    dimensions: list[Literal["emb", "heads", "qk", "v", "mlp"]] = Field(default_factory=lambda: list(DIMENSIONS))
+    multiples: dict[Dimension, int] = Field(default_factory=lambda: dict(NVIT_MULTIPLES))
+    dimensions: list[Dimension] = Field(default_factory=lambda: list(DIMENSIONS))
     latency_grid_points: int = Field(3, ge=2)
     # A latency budget is closed-loop: before each step after the first and after the last, the model is
     # timed against the original on the target runtime and the table's error is divided out of the next
     # target; a final miss beyond the tolerance adds a corrective step (at most max_extra_steps).
     measure_steps: bool = True
     latency_tolerance: float = Field(0.05, ge=0)
+    # The last step aims this much under the budget: two latency measurements minutes apart differ by a few
+    # percent on a shared machine (measured here: 0.504 during pruning, 0.534 in the report's benchmark).
+    latency_margin: float = Field(0.05, ge=0, lt=0.5)
     max_extra_steps: int = Field(2, ge=0)
     step_epochs: float = Field(1.0, ge=0)  # KD fine-tuning between steps, in epochs of --data, all steps together
     finetune: FinetuneOptions = Field(default_factory=lambda: FinetuneOptions(epochs=2))

@@ -44,7 +44,8 @@ def _budget_line(report: dict[str, Any], d: dict[str, Any]) -> str:
             f"{b['target']:.4g} {b['unit']}); predicted {pred['value']:.4g} {b['unit']} ({pred['fraction']:.3f})")
     seen = measured(report, d) if b["kind"] == "latency" else None
     if seen:
-        line += f"; measured {seen['ms']:.4g} ms ({seen['fraction']:.3f} of the unmodified model, {seen['speedup']:.2f}x)"
+        line += f"; measured {seen['ms']:.4g} ms ({seen['fraction']:.3f} of the unmodified model"
+        line += f", {seen['speedup']:.2f}x)"
     return line + "."
 
 

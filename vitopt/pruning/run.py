@@ -12,13 +12,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitopt.errors import RunError
 from vitopt.passes import PassContext, PassResult
 from vitopt.pruning import prune_state, saliency
 from vitopt.pruning.budget import BudgetCost
 from vitopt.pruning.finetune import finetune
 from vitopt.pruning.plan import PlanSettings, plan_step, reindex
 from vitopt.pruning.prune_state import PruneProgress
-from vitopt.errors import RunError
 from vitopt.train.distributed import World, all_sum, barrier, broadcast_object, init_world
 
 log = logging.getLogger("vitopt")
@@ -30,8 +30,8 @@ class PruneRun:
         self.work = context.work_dir / "prune"
         self.world: World = init_world()
         self.start_widths = family.read_widths(original)
-        self.plan = PlanSettings(multiples=dict(options.multiples), dimensions=tuple(
-            d for d in options.dimensions if family.prunable(original, d)), eta=options.eta, rank=options.rank)  # fmt: skip
+        dims = tuple(d for d in options.dimensions if family.prunable(original, d))
+        self.plan = PlanSettings(multiples=dict(options.multiples), dimensions=dims, eta=options.eta, rank=options.rank)
         self.module, self.progress = self._start()
 
     def _start(self) -> tuple[nn.Module, PruneProgress]:
@@ -70,7 +70,8 @@ class PruneRun:
         after = self.family.read_widths(self.module)
         _check_ranks_agree(after, self.world)
         self.progress.ema = _to_str_keys(reindex(scores, keep))
-        self.progress.log.append({"step": step + 1, "target": round(target, 6), "before": round(self.cost.of(widths), 6),
+        self.progress.log.append({"step": step + 1, "target": round(target, 6),
+                                  "before": round(self.cost.of(widths), 6),
                                   "after": round(self.cost.of(after), 6), "correction": round(self._correction(), 4),
                                   "widths": after.to_dict(),
                                   "seconds_saliency_and_plan": round(time.perf_counter() - started, 1)})  # fmt: skip
@@ -82,6 +83,8 @@ class PruneRun:
         fraction divided by how far the table's prediction was off on the last measured model."""
         fraction = self.cost.fraction if step >= self.options.steps else \
             1 - (1 - self.cost.fraction) * (step + 1) / self.options.steps  # fmt: skip
+        if self.cost.kind == "latency" and step + 1 >= self.options.steps:
+            fraction *= 1 - self.options.latency_margin
         return self.cost.original * fraction / self._correction()
 
     def _latency_loop(self) -> bool:
@@ -158,8 +161,9 @@ class PruneRun:
         images = finetune_images(self.options, len(self._train_images()))
         if self.options.step_epochs > 0:
             started = time.perf_counter()
-            finetune(self.module, context=self.context, options=self.options.finetune, out_dir=self.work / f"step-{step + 1}",
-                     epochs=1, images_per_epoch=images, seed_offset=step + 1)  # fmt: skip
+            finetune(self.module, context=self.context, options=self.options.finetune,
+                     out_dir=self.work / f"step-{step + 1}", epochs=1, images_per_epoch=images,
+                     seed_offset=step + 1)  # fmt: skip
             self.progress.log[-1]["seconds_finetune"] = round(time.perf_counter() - started, 1)
         self.progress.step, self.progress.sliced = step + 1, False
         self._save()
@@ -188,8 +192,10 @@ class PruneRun:
         return {
             "budget": {"kind": kind, "fraction": fraction, "unit": self.cost.unit,
                        "original": round(self.cost.original, 6), "target": round(self.cost.target, 6)},
-            "predicted": {"value": round(self.cost.of(end), 6), "fraction": round(self.cost.of(end) / self.cost.original, 4)},
-            "criterion": self.options.criterion, "rank": self.options.rank, "eta": self.options.eta, "steps": self.progress.log,
+            "predicted": {"value": round(self.cost.of(end), 6),
+                          "fraction": round(self.cost.of(end) / self.cost.original, 4)},
+            "criterion": self.options.criterion, "rank": self.options.rank, "eta": self.options.eta,
+            "steps": self.progress.log,
             "measured_during_pruning": self.progress.measurements, "ranks": self.world.size,
             "widths_before": self.start_widths.to_dict(), "widths_after": end.to_dict(), "cost_info": self.cost.info,
         }  # fmt: skip

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from vitopt.pruning.attention import PrunedAttention
-from vitopt.pruning.slicing import scale_rows, slice_conv_out, slice_linear, slice_norm, slice_param
+from vitopt.pruning.slicing import scale_rows, slice_linear, slice_param
 from vitopt.pruning.widths import BlockWidths, Widths
 
 TOKENS = ("cls_token", "reg_token", "dist_token", "pos_embed")  # [1, n, EMB] parameters

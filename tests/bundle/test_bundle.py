@@ -1,0 +1,115 @@
+"""``vitopt bundle`` from a compress run of the ViT reference, for iOS and Android; ``bundle verify``
+against tampering, traversal, duplicates, zip bombs; byte-identical archives; no links followed out."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import fast_recipe_dict
+from vitopt.models import load_model
+from vitopt.pipeline import compress
+from vitopt.recipe import parse_recipe
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bundle") / "out"
+    targets = [{"format": "onnx"}, {"format": "coreml", "precision": "fp16"}]
+    compress(model=load_model(name="vitopt/vit-cifar10"), recipe=parse_recipe(fast_recipe_dict(targets=targets)),
+             out_dir=out)  # fmt: skip
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("platform, model_file", [("ios", "model.mlpackage/Manifest.json"), ("android", "model.ort")])
+def test_a_bundle_per_platform_verifies_and_is_byte_identical_when_rebuilt(cli, out_dir, tmp_path, platform,
+                                                                           model_file):  # fmt: skip
+    first, second = tmp_path / "a.zip", tmp_path / "b.zip"
+    for dest in (first, second):
+        result = cli("bundle", out_dir, "--platform", platform, "--out", dest)
+        assert result.exit_code == 0, result.output
+    assert first.read_bytes() == second.read_bytes()
+    with zipfile.ZipFile(first) as archive:
+        names = archive.namelist()
+        manifest = json.loads(archive.read("manifest.json"))
+        pre = json.loads(archive.read("preprocessing.json"))
+        labels = archive.read("labels.txt").decode().split()
+    assert model_file in names and "labels.txt" in names
+    assert (manifest["platform"] == platform and manifest["measured"]["latency_ms"] is not None) or platform == "ios"
+    assert pre["input"]["shape"] == [1, 3, 32, 32] and pre["normalise"]["mean"][0] == pytest.approx(0.4914)
+    assert labels[:2] == ["airplane", "automobile"]
+    assert cli("bundle", "verify", first).exit_code == 0
+
+
+@pytest.fixture
+def android_zip(cli, out_dir, tmp_path) -> Path:
+    dest = tmp_path / "app.zip"
+    assert cli("bundle", out_dir, "--platform", "android", "--out", dest).exit_code == 0
+    return dest
+
+
+def rewrite(src: Path, dest: Path, change) -> Path:
+    with zipfile.ZipFile(src) as a, zipfile.ZipFile(dest, "w") as b:
+        for info in a.infolist():
+            change(b, info.filename, a.read(info.filename))
+    return dest
+
+
+def test_a_tampered_file_fails_verification_with_exit_1(cli, android_zip, tmp_path):
+    def tamper(z, name, data):
+        z.writestr(name, data + b"x" if name == "labels.txt" else data)
+
+    result = cli("bundle", "verify", rewrite(android_zip, tmp_path / "t.zip", tamper))
+    assert result.exit_code == 1 and "labels.txt" in result.output and "hash" in result.output
+
+
+@pytest.mark.parametrize("extra_name", ["../evil.sh", "/etc/evil", "a/../../evil"])
+def test_a_traversal_member_is_refused_with_exit_2(cli, android_zip, tmp_path, extra_name):
+    def add(z, name, data):
+        z.writestr(name, data)
+        if name == "labels.txt":
+            z.writestr(extra_name, b"#!/bin/sh\n")
+
+    result = cli("bundle", "verify", rewrite(android_zip, tmp_path / "t.zip", add))
+    assert result.exit_code == 2 and "unsafe archive member" in result.output
+
+
+def test_duplicates_and_zip_bombs_are_refused(cli, android_zip, tmp_path):
+    def duplicate(z, name, data):
+        z.writestr(name, data)
+        if name == "labels.txt":
+            z.writestr(name, b"other\n")
+
+    def bomb(z, name, data):
+        z.writestr(zipfile.ZipInfo(name), data if name != "labels.txt" else b"\0" * 50_000_000,
+                   compress_type=zipfile.ZIP_DEFLATED)  # fmt: skip
+
+    dup = cli("bundle", "verify", rewrite(android_zip, tmp_path / "d.zip", duplicate))
+    assert dup.exit_code == 2 and "duplicate" in dup.output
+    boom = cli("bundle", "verify", rewrite(android_zip, tmp_path / "b.zip", bomb))
+    assert boom.exit_code == 2 and "zip bomb" in boom.output
+
+
+def test_a_link_out_of_the_output_folder_is_not_followed(cli, out_dir, tmp_path):
+    copy = tmp_path / "out"
+    shutil.copytree(out_dir, copy, symlinks=True)
+    package = next(copy.glob("*.mlpackage"))
+    (package / "secret").symlink_to("/etc/passwd")
+    result = cli("bundle", copy, "--platform", "ios", "--out", tmp_path / "x.zip")
+    assert result.exit_code == 2 and "outside" in result.output
+    assert not (tmp_path / "x.zip").exists()
+
+
+def test_bad_bundle_arguments_are_one_line_and_exit_2(cli, out_dir, tmp_path):
+    assert cli("bundle", out_dir, "--platform", "windows", "--out", tmp_path / "x.zip").exit_code == 2
+    no_coreml = tmp_path / "onnx-only"
+    no_coreml.mkdir()
+    shutil.copy(out_dir / "report.json", no_coreml / "report.json")
+    result = cli("bundle", no_coreml, "--platform", "ios", "--out", tmp_path / "x.zip")
+    assert result.exit_code == 2 and "--target coreml" in result.output
+    assert cli("bundle", "verify", tmp_path / "missing.zip").exit_code == 2

@@ -1,0 +1,1 @@
+"""``vitopt gate``: budgets checked against a report, with noise-aware latency verdicts."""
