@@ -13,23 +13,30 @@ from pathlib import Path
 from platform import machine
 from typing import Any
 
+import numpy as np
+
 from vitopt import __version__
 from vitopt.backends.metadata import INPUT_NAME, OUTPUT_NAME
 from vitopt.bundle.archive import files_under
 from vitopt.errors import InputError, RunError
 
 MANIFEST, SCHEMA = "manifest.json", "vitopt.bundle/1"
+PARITY = 1e-3  # max |logit difference| between the compressed model and what the bundle ships
 PLATFORM_TARGET = {"ios": ("coreml", "model.mlpackage"), "android": ("onnx", "model.onnx")}
 
 
-def bundle_members(out_dir: Path, *, platform: str, report: dict) -> dict[str, bytes]:
+def bundle_members(out_dir: Path, *, platform: str, report: dict, dynamic_shapes: bool = False) -> dict[str, bytes]:
     """Archive members (name -> bytes); the model keeps a fixed name (its precision is in the manifest)."""
     target, artifact = PLATFORM_TARGET[platform]
     source = _shipped(out_dir, report=report, target=target, platform=platform)
-    model_files = _android_model(source) if platform == "android" else \
-        {k: p.read_bytes() for k, p in files_under(source, prefix=artifact).items()}  # fmt: skip
+    if platform == "android":
+        model_files, mobile = _android_model(source, report=report, dynamic_shapes=dynamic_shapes)
+    else:
+        model_files = {k: p.read_bytes() for k, p in files_under(source, prefix=artifact).items()}
+        mobile = {"static_shapes": True, "input_shape": report["model"]["input_shape"],
+                  "compute_plan": "known only on a Mac (Xcode's performance report): not checked here"}  # fmt: skip
     members = {**model_files, "labels.txt": _labels(report), "preprocessing.json": _preprocessing(report)}
-    members[MANIFEST] = _manifest(members, platform=platform, report=report, target=target)  # hashes the others
+    members[MANIFEST] = _manifest(members, platform=platform, report=report, target=target, mobile=mobile)
     return members
 
 
@@ -51,27 +58,66 @@ def _row(report: dict, target: str) -> dict | None:
                  and r["status"] in ("ok", "not_benchmarked")), None)  # fmt: skip
 
 
-def _android_model(onnx_path: Path) -> dict[str, bytes]:
-    """ONNX Runtime's own converter: ``model.ort`` plus the operator config for a reduced mobile build."""
+def _android_model(onnx_path: Path, *, report: dict, dynamic_shapes: bool) -> tuple[dict[str, bytes], dict]:
+    """The shipped ONNX model with its shapes fixed (unless ``dynamic_shapes``), judged by ONNX Runtime's
+    mobile checker, converted by its own converter to ``model.ort`` (+ the operator config for a reduced
+    build), each step verified for parity on real images."""
+    from vitopt.bundle import mobile
+
     with tempfile.TemporaryDirectory(prefix="vitopt-ort-") as tmp:
-        work = Path(tmp)
-        (work / "model.onnx").write_bytes(files_under(onnx_path, prefix="model.onnx")["model.onnx"].read_bytes())
-        done = _convert(work)
-        ort, configs = list((work / "ort").glob("*.ort")), list((work / "ort").glob("*.config"))
-        if done.returncode != 0 or len(ort) != 1:
-            raise RunError(f"ONNX Runtime could not convert model.onnx to .ort: {done.stderr.strip()[-300:]}")
-        files = {"model.ort": ort[0].read_bytes()}
-        for config in configs[:1]:  # its comment names the temporary path: replaced, for reproducible bundles
-            files["required_operators.config"] = config.read_text().replace(str(work / "ort") + "/", "").encode()
-        return files
+        work, images = Path(tmp), _images(report)
+        model = work / "model.onnx"
+        model.write_bytes(files_under(onnx_path, prefix="model.onnx")["model.onnx"].read_bytes())
+        info: dict[str, Any] = {"input_shape": report["model"]["input_shape"]}
+        if mobile.dynamic_dims(model) and not dynamic_shapes:
+            fixed = work / "fixed" / "model.onnx"
+            fixed.parent.mkdir()
+            info["shape_ops_left"] = mobile.fix_shapes(model, fixed, input_shape=report["model"]["input_shape"])
+            info["fixed_parity"] = mobile.parity(model, fixed, images=images, tolerance=PARITY)
+            model = fixed
+        info["static_shapes"] = not mobile.dynamic_dims(model)
+        info["checker"] = mobile.usability(model)
+        files = _ort_files(model, work=work)
+        (work / "model.ort").write_bytes(files["model.ort"])
+        info["ort_parity"] = mobile.parity(model, work / "model.ort", images=images, tolerance=PARITY)
+        return files, info
 
 
-def _convert(work: Path) -> subprocess.CompletedProcess:
+def _ort_files(model: Path, *, work: Path) -> dict[str, bytes]:
+    done = _convert(model, out=work / "ort")
+    ort, configs = list((work / "ort").glob("*.ort")), list((work / "ort").glob("*.config"))
+    if done.returncode != 0 or len(ort) != 1:
+        raise RunError(f"ONNX Runtime could not convert model.onnx to .ort: {done.stderr.strip()[-300:]}")
+    files = {"model.ort": ort[0].read_bytes()}
+    for config in configs[:1]:  # its comment names the temporary path: replaced, for reproducible bundles
+        files["required_operators.config"] = config.read_text().replace(str(work / "ort") + "/", "").encode()
+    return files
+
+
+def _images(report: dict) -> np.ndarray:
+    """Real images (vitopt's shipped calibration set) preprocessed by the model's spec, for parity."""
+    from vitopt.data import load_batch
+
+    return load_batch(spec=spec_of(report), path=None, n=8).numpy()
+
+
+def spec_of(report: dict):
+    """The model's input contract as the report recorded it (reports before 0747600 lack ``spec``)."""
+    from vitopt.spec import ModelSpec
+
+    m = report["model"]
+    if m.get("spec"):
+        return ModelSpec.from_json(json.dumps(m["spec"]))
+    return ModelSpec(name=m["name"], input_size=tuple(m["input_shape"][1:]), mean=tuple(m["mean"]),
+                     std=tuple(m["std"]), num_classes=m["num_classes"])  # fmt: skip
+
+
+def _convert(model: Path, *, out: Path) -> subprocess.CompletedProcess:
     """The converter, with address-space randomisation off where ``setarch`` allows: ORT writes the
     kernel-type table of a .ort file in an order that follows pointer addresses, so two conversions of
     one model differed in ~1,200 bytes here; without randomisation they are byte-identical."""
-    cmd = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(work / "model.onnx"),
-           "--output_dir", str(work / "ort"), "--optimization_style", "Fixed"]  # fmt: skip
+    cmd = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(model),
+           "--output_dir", str(out), "--optimization_style", "Fixed"]  # fmt: skip
     setarch = shutil.which("setarch")
     if setarch:
         done = subprocess.run([setarch, machine(), "-R", *cmd], capture_output=True, text=True)
@@ -102,7 +148,7 @@ def _preprocessing(report: dict) -> bytes:
     return (json.dumps(data, indent=2) + "\n").encode()
 
 
-def _manifest(members: dict[str, bytes], *, platform: str, report: dict, target: str) -> bytes:
+def _manifest(members: dict[str, bytes], *, platform: str, report: dict, target: str, mobile: dict) -> bytes:
     row = _row(report, target) or {}
     files = {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)} for name, data in members.items()}
     manifest: dict[str, Any] = {
@@ -112,6 +158,7 @@ def _manifest(members: dict[str, bytes], *, platform: str, report: dict, target:
         "measured": {"target": target, "precision": row.get("precision"), "status": row.get("status"),
                      "latency_ms": row.get("latency_ms"), "speedup": row.get("speedup"),
                      "accuracy": row.get("accuracy"), "environment": _environment(report)},
+        "mobile": mobile,
     }  # fmt: skip
     return (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode()
 

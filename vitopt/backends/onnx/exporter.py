@@ -37,7 +37,8 @@ class OnnxExporter(Exporter):
     ) -> ExportedArtifact:
         onnx = require("onnx", extra="onnx", feature="ONNX export")
         path = staging / self.artifact_name()
-        used = export_onnx(module, spec=spec, path=path, options=self.options)
+        batch = 2 if self.options.dynamic_batch else 1  # a static graph: batch 1, a phone's and a benchmark's
+        used = export_onnx(module, spec=spec, path=path, options=self.options, batch=batch)
         details = {"opset": self.options.opset, "exporter": used}
         if self.options.simplify:
             details["nodes_before_simplify"] = len(onnx.load(str(path)).graph.node)

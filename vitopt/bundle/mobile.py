@@ -1,0 +1,99 @@
+"""What an Android bundle's model goes through: shapes fixed from the spec (ONNX Runtime's own
+``make_dynamic_shape_fixed``, then onnxslim folds the shape arithmetic away), parity against the model
+it came from, ONNX Runtime's mobile usability checker (its real output, parsed), and parity of the
+``.ort`` file the app will load."""
+
+from __future__ import annotations
+
+import collections
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitopt.backends.metadata import INPUT_NAME
+from vitopt.errors import InputError, VerificationError
+
+SHAPE_OPS = ("Shape", "Expand", "ConstantOfShape")
+EPS = ("NNAPI", "CoreML NeuralNetwork", "CoreML MLProgram")
+
+
+def dynamic_dims(path: Path) -> list[str]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    dims = [d for i in model.graph.input for d in i.type.tensor_type.shape.dim]
+    return [d.dim_param or "?" for d in dims if not d.HasField("dim_value")]
+
+
+def fix_shapes(source: Path, dest: Path, *, input_shape: list[int]) -> dict[str, int]:
+    """A copy of ``source`` with its input fixed to ``input_shape`` and shape arithmetic folded away;
+    returns how many shape operators are left."""
+    import onnx
+
+    from vitopt.backends.onnx.exporter import simplify_onnx
+
+    cmd = [sys.executable, "-m", "onnxruntime.tools.make_dynamic_shape_fixed", "--input_name", INPUT_NAME,
+           "--input_shape", ",".join(map(str, input_shape)), str(source), str(dest)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise InputError(f"cannot fix the ONNX model's input to {input_shape}: {done.stderr.strip()[-200:]}",
+                         hint="bundle --dynamic-shapes keeps the dynamic model")  # fmt: skip
+    simplify_onnx(dest)
+    ops = collections.Counter(n.op_type for n in onnx.load(str(dest)).graph.node)
+    return {op: ops[op] for op in SHAPE_OPS}
+
+
+def parity(reference: Path, candidate: Path, *, images: np.ndarray, tolerance: float) -> dict[str, Any]:
+    """Both models on ONNX Runtime (it loads .onnx and .ort alike), one image at a time."""
+    from vitopt.backends.onnx.runner import OnnxRuntimeRunner
+
+    a, b = OnnxRuntimeRunner(reference, threads=1), OnnxRuntimeRunner(candidate, threads=1)
+    ref = np.concatenate([a.run(images[i : i + 1]) for i in range(len(images))])
+    out = np.concatenate([b.run(images[i : i + 1]) for i in range(len(images))])
+    agreement = float((ref.argmax(1) == out.argmax(1)).mean())
+    result = {"max_abs_diff": float(np.abs(ref - out).max()), "top1_agreement": agreement, "n_images": len(images),
+              "file": candidate.name}  # fmt: skip
+    if result["max_abs_diff"] > tolerance:
+        raise VerificationError(f"{candidate.name} differs from the compressed model by {result['max_abs_diff']:.2e} "
+                                f"(tolerance {tolerance:g})")  # fmt: skip
+    return result
+
+
+def usability(path: Path) -> dict[str, Any]:
+    """ONNX Runtime's mobile usability checker on ``path``: per execution provider, partitions, coverage,
+    blocking operators and its verdict, parsed from the tool's own report."""
+    cmd = [sys.executable, "-m", "onnxruntime.tools.check_onnx_model_mobile_usability", str(path)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    text = done.stdout + done.stderr
+    verdicts = {ep: _section(text, ep) for ep in EPS}
+    if done.returncode != 0 or not all(verdicts.values()):
+        return {"error": (text.strip().splitlines() or ["no output"])[-1][:300]}
+    return {**verdicts, "recommended_android": _recommended(verdicts, ("NNAPI",)),
+            "recommended_ios": _recommended(verdicts, ("CoreML MLProgram", "CoreML NeuralNetwork"))}
+
+
+def _section(text: str, ep: str) -> dict[str, Any] | None:
+    start = text.find(f"Checking {ep}\n")
+    if start < 0:
+        return None
+    body = text[start : text.find("================", start)]
+    found = re.search(r"(\d+) partitions with a total of (\d+)/(\d+) nodes", body)
+    verdict = re.search(rf"Model should perform well with {re.escape(ep)} as is: (\w+)", body)
+    if not found or not verdict:
+        return None
+    parts, supported, total = map(int, found.groups())
+    ops = re.search(r"Unsupported ops: ([^\n]*)", body)
+    return {"partitions": parts, "supported_nodes": supported, "nodes": total,
+            "coverage": round(supported / max(total, 1), 3), "verdict": verdict.group(1),
+            "unsupported_ops": sorted(o.strip() for o in ops.group(1).split(",")) if ops else []}  # fmt: skip
+
+
+def _recommended(verdicts: dict[str, dict], eps: tuple[str, ...]) -> str:
+    """Of ``eps`` (one platform's), the one the checker rates best; CPU when none rates above NO."""
+    rank = {"YES": 2, "MAYBE": 1, "NO": 0}
+    best = max(eps, key=lambda ep: (rank.get(verdicts[ep]["verdict"], 0), verdicts[ep]["coverage"]))
+    return best if rank.get(verdicts[best]["verdict"], 0) > 0 else "CPU"
