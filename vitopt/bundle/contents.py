@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from vitopt import __version__
-from vitopt.backends.metadata import INPUT_NAME, OUTPUT_NAME
+from vitopt.backends.metadata import COREML_INPUT, COREML_LABEL, COREML_PROBABILITIES, INPUT_NAME, OUTPUT_NAME
 from vitopt.bundle.archive import files_under
 from vitopt.errors import InputError, RunError
 
@@ -35,7 +35,7 @@ def bundle_members(out_dir: Path, *, platform: str, report: dict, dynamic_shapes
         model_files = {k: p.read_bytes() for k, p in files_under(source, prefix=artifact).items()}
         mobile = {"static_shapes": True, "input_shape": report["model"]["input_shape"],
                   "compute_plan": "known only on a Mac (Xcode's performance report): not checked here"}  # fmt: skip
-    members = {**model_files, "labels.txt": _labels(report), "preprocessing.json": _preprocessing(report)}
+    members = {**model_files, "labels.txt": _labels(report), "preprocessing.json": _preprocessing(report, platform)}
     members[MANIFEST] = _manifest(members, platform=platform, report=report, target=target, mobile=mobile)
     return members
 
@@ -132,19 +132,26 @@ def _labels(report: dict) -> bytes:
     return ("\n".join(labels) + "\n").encode()
 
 
-def _preprocessing(report: dict) -> bytes:
+def _preprocessing(report: dict, platform: str) -> bytes:
+    """How an app turns a camera frame into the model's input. Core ML packages take the image itself
+    (pixels 0-255, normalised inside the model); the ONNX Runtime model takes a normalised tensor."""
     m = report["model"]
     spec = m.get("spec") or {}
     _, channels, height, width = m["input_shape"]
-    crop = float(spec.get("crop_pct", 1.0))
-    data = {
-        "input": {"name": INPUT_NAME, "shape": [1, channels, height, width], "layout": "NCHW", "dtype": "float32",
-                  "colour_order": "RGB"},
-        "resize": {"short_side": round(min(height, width) / crop), "center_crop": [height, width],
-                   "interpolation": spec.get("interpolation", "bilinear")},
-        "normalise": {"scale": 1 / 255, "mean": m["mean"], "std": m["std"], "formula": "(pixel / 255 - mean) / std"},
-        "output": {"name": OUTPUT_NAME, "kind": "logits", "classes": m["num_classes"], "labels": "labels.txt"},
-    }  # fmt: skip
+    resize = {"short_side": round(min(height, width) / float(spec.get("crop_pct", 1.0))),
+              "center_crop": [height, width], "interpolation": spec.get("interpolation", "bilinear")}  # fmt: skip
+    if platform == "ios":
+        data = {"input": {"name": COREML_INPUT, "kind": "image", "size": [height, width], "colour_order": "RGB"},
+                "resize": resize, "normalise": "inside the model (give it the pixels, 0-255)",
+                "output": {"label": COREML_LABEL, "probabilities": COREML_PROBABILITIES,
+                           "labels": "labels.txt"}}  # fmt: skip
+    else:
+        data = {"input": {"name": INPUT_NAME, "shape": [1, channels, height, width], "layout": "NCHW",
+                          "dtype": "float32", "colour_order": "RGB"}, "resize": resize,
+                "normalise": {"scale": 1 / 255, "mean": m["mean"], "std": m["std"],
+                              "formula": "(pixel / 255 - mean) / std"},
+                "output": {"name": OUTPUT_NAME, "kind": "logits", "classes": m["num_classes"],
+                           "labels": "labels.txt"}}  # fmt: skip
     return (json.dumps(data, indent=2) + "\n").encode()
 
 
