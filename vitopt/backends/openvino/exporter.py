@@ -39,8 +39,10 @@ class OpenVinoExporter(Exporter):
         ov = require("openvino", extra="openvino", feature="OpenVINO export")
         model, source = self._convert(module, spec=spec, staging=staging)
         _name_io(model)
-        if self.options.dynamic_batch:
-            model.reshape({model.inputs[0]: ov.PartialShape([-1, *spec.input_size])})
+        # dynamic: any batch at the spec's size; static: batch 1, every dimension fixed (benchmark_app and
+        # fixed-shape devices take it as it is)
+        batch = -1 if self.options.dynamic_batch else 1
+        model.reshape({model.inputs[0]: ov.PartialShape([batch, *spec.input_size])})
         for key, value in artifact_metadata(spec, provenance=self.provenance).items():
             model.set_rt_info(value, key_path(key))
         xml = staging / self.artifact_name()
