@@ -37,3 +37,14 @@ def test_unknown_target_is_bad_input(cli):
 def test_openvino_probe_reads_openvino_own_op_table():
     swin = load_family(*next(row for row in FAMILIES if row[0] == "swin")[1:])
     assert check_targets(module=swin.module, spec=swin.spec, targets=["openvino"]) == {"openvino": []}
+
+
+@pytest.mark.slow
+def test_check_mobile_runs_onnx_runtimes_own_checker_on_a_static_export(cli, tmp_path):
+    result = cli("check", "vitopt/tiny-vit", "--target", "onnx", "--mobile", "--json", tmp_path / "c.json")
+    assert result.exit_code == 0, result.output
+    mobile = json.loads((tmp_path / "c.json").read_text())["mobile"]
+    assert set(mobile) >= {"NNAPI", "CoreML NeuralNetwork", "CoreML MLProgram", "recommended_android"}
+    assert all(mobile[ep]["nodes"] > 0 and mobile[ep]["verdict"] in ("YES", "MAYBE", "NO")
+               for ep in ("NNAPI", "CoreML MLProgram"))  # fmt: skip
+    assert "mobile checker" in result.output

@@ -97,3 +97,17 @@ def _recommended(verdicts: dict[str, dict], eps: tuple[str, ...]) -> str:
     rank = {"YES": 2, "MAYBE": 1, "NO": 0}
     best = max(eps, key=lambda ep: (rank.get(verdicts[ep]["verdict"], 0), verdicts[ep]["coverage"]))
     return best if rank.get(verdicts[best]["verdict"], 0) > 0 else "CPU"
+
+
+def check_module(module, *, spec) -> dict[str, Any]:
+    """``vitopt check --mobile``: the model exported as a static ONNX graph (what an Android bundle ships),
+    then ONNX Runtime's mobile checker on it, before any compression."""
+    import tempfile
+
+    from vitopt.formats import FORMATS
+
+    fmt = FORMATS.get("onnx")
+    with tempfile.TemporaryDirectory(prefix="vitopt-mobile-") as tmp:
+        exporter = fmt.exporter_class()(fmt=fmt, precision="fp32", options={"dynamic_batch": False})
+        artifact = exporter.export(module.eval(), spec=spec, staging=Path(tmp), calibration=None)
+        return usability(artifact.main)

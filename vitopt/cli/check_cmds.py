@@ -21,6 +21,8 @@ TARGET_HELP = "Target to check (repeatable; default: every target)."
 def check(
     model: ModelName,
     target: Annotated[Optional[list[str]], typer.Option("--target", "-t", help=TARGET_HELP)] = None,
+    mobile: Annotated[bool, typer.Option("--mobile", help="Also run ONNX Runtime's mobile usability checker "
+                                         "on a static ONNX export (NNAPI, Core ML EP).")] = False,
     json_out: JsonOut = None, debug: Debug = False, model_options: ModelOptions = ModelOptions(),
 ) -> None:  # fmt: skip
     """Trace the model once and list, per target, what it rejects and the rewrites vitopt applies.
@@ -39,8 +41,15 @@ def check(
         findings = check_targets(module=loaded.module, spec=loaded.spec, targets=targets)
     probed = {name for name in targets if FORMATS.get(name).probe}
     out.print(_table(findings, model=loaded.spec.name, probed=probed))
+    result = {t: [f.to_dict() for f in fs] for t, fs in findings.items()}
+    if mobile:
+        from vitopt.bundle.mobile import check_module
+
+        with step("exporting a static ONNX graph and running ONNX Runtime's mobile checker"):
+            result["mobile"] = check_module(loaded.module, spec=loaded.spec)
+        out.print(_mobile_table(result["mobile"]))
     if json_out:
-        json_out.write_text(json.dumps({t: [f.to_dict() for f in fs] for t, fs in findings.items()}, indent=2) + "\n")
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
     blocked = blockers(findings)
     if blocked:
         console.print(f"[bold red]not convertible for {', '.join(blocked)}[/]: see the rows marked 'rejects'")
@@ -58,4 +67,17 @@ def _table(findings: dict, *, model: str, probed: set[str]) -> Table:
         for f in items:
             verdict = "[red]rejects[/]" if f.blocking else "[yellow]rewritten[/]"
             table.add_row(target, verdict, f.op, f.detail, f.rewrite or "[red]nothing: it blocks the export[/]")
+    return table
+
+
+def _mobile_table(verdicts: dict) -> Table:
+    table = Table(title="ONNX Runtime mobile checker (static ONNX export)")
+    for column in ("execution provider", "verdict", "partitions", "nodes it runs", "operators it cannot run"):
+        table.add_column(column, overflow="fold")
+    for ep, v in verdicts.items():
+        if isinstance(v, dict):
+            ops = ", ".join(o.split(":")[-1] for o in v["unsupported_ops"]) or "-"
+            table.add_row(ep, v["verdict"], str(v["partitions"]), f"{v['supported_nodes']}/{v['nodes']}", ops)
+    if "error" in verdicts:
+        table.add_row("-", "[red]checker failed[/]", "-", "-", verdicts["error"])
     return table
