@@ -33,8 +33,9 @@ def bundle_members(out_dir: Path, *, platform: str, report: dict, dynamic_shapes
         model_files, mobile = _android_model(source, report=report, dynamic_shapes=dynamic_shapes)
     else:
         model_files = {k: p.read_bytes() for k, p in files_under(source, prefix=artifact).items()}
-        mobile = {"static_shapes": True, "input_shape": report["model"]["input_shape"],
-                  "compute_plan": "known only on a Mac (Xcode's performance report): not checked here"}  # fmt: skip
+        from vitopt.bundle.mobile import ios_info
+
+        mobile = ios_info(source, input_shape=report["model"]["input_shape"])
     members = {**model_files, "labels.txt": _labels(report), "preprocessing.json": _preprocessing(report, platform)}
     members[MANIFEST] = _manifest(members, platform=platform, report=report, target=target, mobile=mobile)
     return members

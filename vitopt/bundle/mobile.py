@@ -111,3 +111,22 @@ def check_module(module, *, spec) -> dict[str, Any]:
         exporter = fmt.exporter_class()(fmt=fmt, precision="fp32", options={"dynamic_batch": False})
         artifact = exporter.export(module.eval(), spec=spec, staging=Path(tmp), calibration=None)
         return usability(artifact.main)
+
+
+def ios_info(package: Path, *, input_shape: list[int]) -> dict[str, Any]:
+    """What Linux can know of a Core ML package: its static input shape and the ML-program operators in it.
+    Which of them run on the Neural Engine only a Mac's compute plan (Xcode's performance report) tells:
+    Apple documents no per-operator list, so none is guessed here."""
+    info: dict[str, Any] = {"static_shapes": True, "input_shape": input_shape,
+                            "neural_engine": "not checkable off macOS: see Xcode's performance report"}
+    try:
+        import coremltools as ct
+
+        spec = ct.utils.load_spec(str(package))
+    except Exception as err:  # coremltools missing or the package unreadable: say so, ship the rest
+        info["ops"] = f"not read: {err}"
+        return info
+    blocks = [b for f in spec.mlProgram.functions.values() for b in f.block_specializations.values()]
+    ops = collections.Counter(op.type for b in blocks for op in b.operations if op.type != "const")
+    info["ops"] = dict(sorted(ops.items()))
+    return info
