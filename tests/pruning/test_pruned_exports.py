@@ -22,7 +22,7 @@ def test_a_pruned_vit_with_unequal_qk_and_v_exports_to_every_target(tmp_path):
     w = family_for(model.module).read_widths(model.module)
     blocks = tuple({"heads": torch.arange(2), "qk": torch.arange(8), "v": torch.arange(16), "mlp": torch.arange(96)}
                    for _ in w.blocks)  # fmt: skip
-    family_for(model.module).slice_vit(model.module, Keep(emb=torch.arange(32), blocks=blocks))
+    family_for(model.module).slice_model(model.module, Keep(emb=torch.arange(32), blocks=blocks))
     assert isinstance(model.module.blocks[0].attn, PrunedAttention)
     targets = [{"format": "onnx"}, {"format": "openvino"}, {"format": "coreml", "precision": "fp32"}]
     report = compress(model=model, recipe=parse_recipe(fast_recipe_dict(targets=targets)), out_dir=tmp_path / "out")

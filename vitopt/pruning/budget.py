@@ -44,6 +44,9 @@ def _latency(module, *, family, context, options):
 
     if not context.targets:
         raise UnsupportedOptionError("a latency budget needs a target to measure on", hint="add a target")
+    if not family.supports_latency_table:
+        raise UnsupportedOptionError(f"latency tables are measured for plain ViT blocks, not {family.name} ones",
+                                     hint="give this model a flops or params budget")  # fmt: skip
     from vitopt.train.distributed import broadcast_object, init_world
 
     target, world = context.targets[0], init_world()
@@ -60,10 +63,8 @@ def _latency(module, *, family, context, options):
 
 def _counted(module, *, family, kind: str, input_size) -> Callable[[Widths], float]:
     """The analytic block costs plus a constant for the rest, which the real count of the model gives."""
-    tokens = family.tokens(module)
-
     def blocks(widths: Widths) -> float:
-        return sum(family.block_cost(emb=widths.emb, widths=b, tokens=tokens)[kind] for b in widths.blocks)
+        return family.blocks_cost(module, widths, kind)
 
     full = family.read_widths(module)
     rest = getattr(model_cost(module, input_size=input_size), kind) - blocks(full)

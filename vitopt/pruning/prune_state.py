@@ -68,7 +68,7 @@ def load(work: Path, *, original: nn.Module, family, options: dict) -> tuple[nn.
 
 def rebuild(original: nn.Module, *, family, widths: Widths, state: dict[str, torch.Tensor]) -> nn.Module:
     """``original``'s architecture sliced to ``widths``, holding ``state``."""
-    module = family.slice_vit(copy.deepcopy(original), family.keep_first(widths))
+    module = family.slice_model(copy.deepcopy(original), family.keep_first(widths))
     module.load_state_dict(state)
     return module.eval()
 

@@ -66,7 +66,7 @@ class PruneRun:
         widths = self.family.read_widths(self.module)
         target = self._step_target(step)
         keep = plan_step(widths=widths, scores=scores, cost=self.cost.of, target=target, settings=self.plan)
-        self.family.slice_vit(self.module, keep)
+        self.family.slice_model(self.module, keep)
         after = self.family.read_widths(self.module)
         _check_ranks_agree(after, self.world)
         self.progress.ema = _to_str_keys(reindex(scores, keep))

@@ -45,7 +45,7 @@ def save_model(module: nn.Module, *, widths: dict, source: str, model_kwargs: di
 
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(folder / WEIGHTS_FILE))
-    meta = {"format": SAVED_FORMAT, "family": "vit", "source": source, "model_kwargs": model_kwargs,
+    meta = {"format": SAVED_FORMAT, "source": source, "model_kwargs": model_kwargs,
             "widths": widths, "spec": json.loads(spec.to_json())}  # fmt: skip
     (folder / META_FILE).write_text(json.dumps(meta, indent=2))
 
@@ -72,7 +72,7 @@ def load_saved(folder: Path):
     meta = read_meta(folder)
     skeleton = load_model(name=meta["source"], model_kwargs=meta["model_kwargs"]).module
     family = family_for(skeleton)
-    module = family.slice_vit(skeleton, family.keep_first(Widths.from_dict(meta["widths"])))
+    module = family.slice_model(skeleton, family.keep_first(Widths.from_dict(meta["widths"])))
     try:
         module.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
     except (OSError, RuntimeError) as err:

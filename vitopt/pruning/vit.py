@@ -225,3 +225,13 @@ def block_cost(*, emb: int, widths: BlockWidths, tokens: int) -> dict[str, int]:
     params = emb * h * (2 * qk + v) + h * (2 * qk + v) + h * v * emb + emb + emb * m + m + m * emb + emb + 4 * emb
     macs = tokens * (emb * h * (2 * qk + v) + h * v * emb + 2 * emb * m) + tokens * tokens * h * (qk + v)
     return {"params": params, "flops": 2 * macs}
+
+
+slice_model = slice_vit  # the name every family adapter uses
+supports_latency_table = True
+
+
+def blocks_cost(model: nn.Module, widths: Widths, kind: str) -> float:
+    """FLOPs or params of all blocks at ``widths`` (budget.py adds the rest of the model)."""
+    n = tokens(model)
+    return sum(block_cost(emb=widths.emb, widths=b, tokens=n)[kind] for b in widths.blocks)

@@ -1,0 +1,99 @@
+"""timm's SwinTransformer: whole heads and MLP width per block (NViT's H and MLP dimensions; the stage
+widths are tied to patch merging and the q/k/v width per head to the relative-position bias, so those
+stay). Shares ``slicing`` with the ViT adapter; DIMAP's structured mode prunes the same units."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from vitopt.pruning.slicing import slice_linear, slice_param
+from vitopt.pruning.vit import Keep, Key, keep_first  # noqa: F401  (keep_first: the same rule)
+from vitopt.pruning.widths import BlockWidths, Widths
+
+supports_latency_table = False
+
+
+def is_swin(model: nn.Module) -> bool:
+    from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock
+
+    return isinstance(model, SwinTransformer) and all(type(b) is SwinTransformerBlock for b in blocks_of(model))
+
+
+def blocks_of(model: nn.Module) -> list[nn.Module]:
+    return [b for layer in model.layers for b in layer.blocks]
+
+
+def unsupported_reason(model: nn.Module) -> str | None:
+    for i, block in enumerate(blocks_of(model)):
+        if type(block.mlp).__name__ != "Mlp" or not isinstance(getattr(block.mlp, "norm", nn.Identity()), nn.Identity):
+            return f"block {i}: only timm's two-layer Mlp is supported"
+    return None
+
+
+def read_widths(model: nn.Module) -> Widths:
+    return Widths(emb=model.embed_dim, blocks=tuple(_widths(b) for b in blocks_of(model)))
+
+
+def _widths(block: nn.Module) -> BlockWidths:
+    attn = block.attn
+    head_dim = attn.qkv.out_features // (3 * attn.num_heads)
+    return BlockWidths(heads=attn.num_heads, qk=head_dim, v=head_dim, mlp=block.mlp.fc1.out_features)
+
+
+def prunable(model: nn.Module, dim: str) -> bool:
+    return dim in ("heads", "mlp")
+
+
+def unit_sums(model: nn.Module, values: Callable[[torch.Tensor], torch.Tensor]) -> dict[Key, torch.Tensor]:
+    sums: dict[Key, torch.Tensor] = {}
+    for i, block in enumerate(blocks_of(model)):
+        w, attn, mlp = _widths(block), block.attn, block.mlp
+        rows = values(attn.qkv.weight).sum(1) + (values(attn.qkv.bias) if attn.qkv.bias is not None else 0)
+        heads = rows.detach().float().view(3, w.heads, w.qk).sum(dim=(0, 2))
+        heads += values(attn.proj.weight).sum(0).detach().float().view(w.heads, w.v).sum(1)
+        heads += values(attn.relative_position_bias_table).sum(0).detach().float()
+        fc1 = values(mlp.fc1.weight).sum(1) + (values(mlp.fc1.bias) if mlp.fc1.bias is not None else 0)
+        sums["heads", i] = heads
+        sums["mlp", i] = (fc1 + values(mlp.fc2.weight).sum(0)).detach().float()
+    return sums
+
+
+@torch.no_grad()
+def slice_model(model: nn.Module, keep: Keep) -> nn.Module:
+    """Remove the heads and MLP units not in ``keep``, in place; exact when their weights were zero."""
+    for block, kept in zip(blocks_of(model), keep.blocks, strict=True):
+        _slice_heads(block.attn, kept["heads"], head_dim=_widths(block).qk)
+        slice_linear(block.mlp.fc1, rows=kept["mlp"])
+        slice_linear(block.mlp.fc2, cols=kept["mlp"])
+    return model
+
+
+def _slice_heads(attn: nn.Module, heads: torch.Tensor, *, head_dim: int) -> None:
+    per_head = (heads[:, None] * head_dim + torch.arange(head_dim)[None, :]).flatten()
+    rows = torch.cat([per_head + part * attn.num_heads * head_dim for part in range(3)])
+    slice_linear(attn.qkv, rows=rows)
+    slice_linear(attn.proj, cols=per_head)
+    slice_param(attn, "relative_position_bias_table", heads, axis=1)
+    attn.num_heads = len(heads)
+
+
+def blocks_cost(model: nn.Module, widths: Widths, kind: str) -> float:
+    """FLOPs (1 multiply-add = 2) or params of every block at ``widths``, each at its stage's width, token
+    count and window area."""
+    total = 0.0
+    for block, w in zip(blocks_of(model), widths.blocks, strict=True):
+        dim, tokens, area = block.attn.qkv.in_features, _tokens(block), block.attn.window_area
+        inner = w.heads * w.qk
+        params = dim * 3 * inner + 3 * inner + inner * dim + dim + 2 * dim * w.mlp + w.mlp + dim + 4 * dim
+        params += block.attn.relative_position_bias_table.shape[0] * w.heads
+        macs = tokens * (dim * 3 * inner + inner * dim + 2 * dim * w.mlp) + tokens * area * 2 * inner
+        total += params if kind == "params" else 2 * macs
+    return total
+
+
+def _tokens(block: nn.Module) -> int:
+    height, width = block.input_resolution
+    return height * width
