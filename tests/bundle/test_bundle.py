@@ -51,10 +51,16 @@ def test_a_bundle_per_platform_verifies_and_is_byte_identical_when_rebuilt(cli, 
     assert cli("bundle", "verify", first).exit_code == 0
 
 
-@pytest.fixture
-def android_zip(cli, out_dir, tmp_path) -> Path:
-    dest = tmp_path / "app.zip"
-    assert cli("bundle", out_dir, "--platform", "android", "--out", dest).exit_code == 0
+@pytest.fixture(scope="module")
+def android_zip(out_dir, tmp_path_factory) -> Path:
+    """One Android bundle for the tests that tamper with copies of it (building one takes ~10 s)."""
+    from typer.testing import CliRunner
+
+    from vitopt.cli import app
+
+    dest = tmp_path_factory.mktemp("android") / "app.zip"
+    result = CliRunner().invoke(app, ["bundle", str(out_dir), "--platform", "android", "--out", str(dest)])
+    assert result.exit_code == 0, result.output
     return dest
 
 
