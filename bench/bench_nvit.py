@@ -153,7 +153,7 @@ def part_deit(args) -> list[dict]:
     for fmt in ("onnx", "openvino"):
         target = Target(format=fmt)
         pruned, details = vitopt_prune(model, budget=0.5, epochs=0, target=target, data=IMAGENET,
-                                       extra={"steps": 2, "step_epochs": 0, "finetune": {"epochs": 0},
+                                       extra={"steps": args.deit_steps, "step_epochs": 0, "finetune": {"epochs": 0},
                                               "saliency_images": 64, "saliency_batch": 16})  # fmt: skip
         row = {"target": fmt, **judge(model, pruned, eval_limit=0, target=target, evaluate=False),
                "predicted": details["predicted"]["fraction"], "extra_steps": len(details["measured_during_pruning"])}
@@ -167,6 +167,7 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", default=["curve", "compare", "saliency", "deit"])
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.8, 0.65, 0.5, 0.4])
+    parser.add_argument("--deit-steps", type=int, default=6)
     parser.add_argument("--eval-limit", type=int, default=5000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
