@@ -71,7 +71,8 @@ def compress(
         labelled = _labelled(recipe, data=data, spec=model.spec)
     original = copy.deepcopy(model.module).eval()
     work = work_dir_for(out_dir)
-    passes = run_passes(model, recipe=recipe, images=images, step=step, data=data, work_dir=work, resume=resume)
+    passes = run_passes(model, recipe=recipe, images=images, step=step, teacher=original, data=data, work_dir=work,
+                        resume=resume)  # fmt: skip
     if not world.is_main:
         return None
     loader, baseline = _evaluate_original(model, original=original, eval_data=eval_data, eval_limit=eval_limit,
@@ -115,11 +116,12 @@ class PassesRun:
     costs: list[ModelCost]  # the model's cost before the first pass and after each one
 
 
-def run_passes(model: LoadedModel, *, recipe: Recipe, images, step: Step, data=None, work_dir: Path | None = None,
-               resume: bool = False) -> PassesRun:  # fmt: skip
-    """Apply the recipe's passes in order, recording time, params and FLOPs around each."""
+def run_passes(model: LoadedModel, *, recipe: Recipe, images, step: Step, teacher: nn.Module, data=None,
+               work_dir: Path | None = None, resume: bool = False) -> PassesRun:  # fmt: skip
+    """Apply the recipe's passes in order, recording time, params and FLOPs around each. ``teacher`` is an
+    unmodified copy of the model that passes distil from (only ever run forward; the trainer freezes it)."""
     module = copy.deepcopy(model.module).eval()
-    context = PassContext(spec=model.spec, calibration=images, teacher=copy.deepcopy(model.module).eval(),
+    context = PassContext(spec=model.spec, calibration=images, teacher=teacher,
                           data=Path(data) if data else None, work_dir=work_dir, resume=resume,
                           targets=tuple(recipe.targets), threads=_threads(recipe))  # fmt: skip
     records, costs = [], [model_cost(module, input_size=model.spec.input_size)]

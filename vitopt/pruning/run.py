@@ -33,6 +33,7 @@ class PruneRun:
         dims = tuple(d for d in options.dimensions if family.prunable(original, d))
         self.plan = PlanSettings(multiples=dict(options.multiples), dimensions=dims, eta=options.eta, rank=options.rank)
         self.module, self.progress = self._start()
+        self._timer = None  # AgainstOriginal, on rank 0, once a latency budget is first measured
 
     def _start(self) -> tuple[nn.Module, PruneProgress]:
         options = self.options.model_dump()
@@ -48,12 +49,16 @@ class PruneRun:
         return copy.deepcopy(self.original).eval(), PruneProgress()
 
     def execute(self) -> PassResult:
-        while self.progress.step < self.options.steps + self.progress.extra_steps:
-            if not self.progress.sliced:
-                self._prune_step(self.progress.step)
-            self._finetune_step(self.progress.step)
-            if self.progress.step >= self.options.steps + self.progress.extra_steps:
-                self._check_measured()
+        try:
+            while self.progress.step < self.options.steps + self.progress.extra_steps:
+                if not self.progress.sliced:
+                    self._prune_step(self.progress.step)
+                self._finetune_step(self.progress.step)
+                if self.progress.step >= self.options.steps + self.progress.extra_steps:
+                    self._check_measured()
+        finally:
+            if self._timer is not None:
+                self._timer.close()
         if not self.progress.final:
             self._final_finetune()
         return PassResult(self.module.eval(), self.details())
@@ -100,12 +105,14 @@ class PruneRun:
 
     def _measure(self) -> dict:
         """Time the current model against the original on the target runtime (rank 0; shared with all)."""
-        from vitopt.pruning.latency_measure import measured_fraction
+        from vitopt.pruning.latency_measure import AgainstOriginal
 
         seen = None
         if self.world.is_main:
-            seen = measured_fraction(self.original, self.module, spec=self.context.spec,
-                                     target=self.context.targets[0], threads=self.context.threads)  # fmt: skip
+            if self._timer is None:  # the original is exported once per run, not once per measurement
+                self._timer = AgainstOriginal(self.original, spec=self.context.spec, target=self.context.targets[0],
+                                              threads=self.context.threads)  # fmt: skip
+            seen = self._timer.fraction(self.module)
         seen = broadcast_object(seen, self.world)
         predicted = self.cost.of(self.family.read_widths(self.module)) / self.cost.original
         seen.update(step=self.progress.step, predicted_fraction=round(predicted, 4))

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from vitopt.errors import CheckpointError
+from vitopt.errors import CheckpointError, UnsupportedOptionError
 from vitopt.publish import replace_path
 
 SAVED_FORMAT = "vitopt.pruned-model/1"
@@ -28,9 +28,9 @@ def save_if_restructured(module: nn.Module, *, model, staging: Path, out_dir: Pa
 
     try:
         family = family_for(module)
-        widths, before = family.read_widths(module), family.read_widths(model.module)
-    except Exception:  # not a prunable family: nothing was pruned
+    except UnsupportedOptionError:  # not a prunable family: nothing was pruned
         return None
+    widths, before = family.read_widths(module), family.read_widths(model.module)
     if widths == before:
         return None
     folder = staging / FOLDER
