@@ -15,17 +15,17 @@ pytestmark = pytest.mark.onnx
 
 
 def test_compress_writes_artifact_and_reports(cli, fast_recipe_file, tmp_path):
-    args = ["--target", "onnx", "--out", tmp_path, "--recipe", fast_recipe_file]
+    args = ["--target", "onnx", "--out", tmp_path / "out", "--recipe", fast_recipe_file]
     result = cli("compress", "vitopt/tiny-vit", *args)
     assert result.exit_code == 0, result.output
-    assert {"model.onnx", "report.json", "report.md"} <= {p.name for p in tmp_path.iterdir()}
+    assert {"model.onnx", "report.json", "report.md"} <= {p.name for p in (tmp_path / "out").iterdir()}
     assert "RANDOM weights" in result.output and "onnx" in result.output
 
 
 def test_bench_measures_an_artifact(cli, fast_recipe_file, tmp_path):
-    cli("compress", "vitopt/tiny-vit", "--out", tmp_path, "--recipe", fast_recipe_file)
+    cli("compress", "vitopt/tiny-vit", "--out", tmp_path / "out", "--recipe", fast_recipe_file)
     json_path = tmp_path / "b.json"
-    result = cli("bench", tmp_path / "model.onnx", "--runs", "7", "--min-time", "0", "--json", json_path)
+    result = cli("bench", tmp_path / "out" / "model.onnx", "--runs", "7", "--min-time", "0", "--json", json_path)
     assert result.exit_code == 0, result.output
     data = json.loads(json_path.read_text())
     assert data["runtime"] == "onnxruntime" and data["latency_ms"]["runs"] >= 7
@@ -113,7 +113,7 @@ def test_missing_backend_names_the_extra(package, target, extra, tmp_path):
 
 def test_failed_run_exits_1(cli, fast_recipe_file, tmp_path):
     result = cli("compress", "tests/fixtures/user_models.py:exports_differently", "--input-size", "3,8,8",
-                 "--out", tmp_path, "--recipe", fast_recipe_file)  # fmt: skip
+                 "--out", tmp_path / "out", "--recipe", fast_recipe_file)  # fmt: skip
     assert result.exit_code == 1
     assert "verify_failed" in result.output
 

@@ -54,7 +54,7 @@ def test_baselines_are_exported_after_every_artifact_and_before_any_measurement(
 
     targets = [{"format": "onnx"}, {"format": "openvino"}, {"format": "openvino", "precision": "fp16"}]
     recipe = parse_recipe(fast_recipe_dict(passes=[{"name": drop_pass.name}], targets=targets))
-    report = compress(model=tiny_vit, recipe=recipe, out_dir=tmp_path, step=record)
+    report = compress(model=tiny_vit, recipe=recipe, out_dir=tmp_path / "out", step=record)
     kinds = [s.split(": ")[-1] if s.startswith("target ") else s.split(" (")[0] for s in steps]
     first_measure = kinds.index("benchmark, evaluate")
     assert kinds[first_measure - 1] == "exporting the unmodified model as latency baseline"

@@ -11,6 +11,7 @@ from vitopt.bench import BenchSettings, measure
 from vitopt.environment import default_threads, describe_environment
 from vitopt.errors import InputError, UnsupportedOptionError
 from vitopt.formats import FORMATS, Format, format_for_path
+from vitopt.run_files import check_against_report
 
 
 def format_of(path: Path) -> Format:
@@ -26,6 +27,7 @@ def benchmark_artifact(*, path: Path, runs: int, min_time_s: float, threads: int
     if not path.exists():
         raise InputError(f"artifact {str(path)!r} does not exist", hint="check the path")
     fmt = format_of(path)
+    check_against_report(path)
     threads = threads or default_threads()
     runner = fmt.open_runner(path, threads=threads)
     # Latency of these models does not depend on pixel values, so a fixed-seed tensor will do.

@@ -18,14 +18,15 @@ from pathlib import Path, PurePosixPath
 
 import timm.data
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from vitopt.errors import DataError, InputError
+from vitopt.errors import DataError, InputError, one_line
 from vitopt.spec import ModelSpec
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 _SKIP_PREFIXES = (".", "__MACOSX")  # hidden files and macOS resource forks (._x.jpg) are not images
+_DECODE_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
 
 
 class ImageSet:
@@ -65,9 +66,17 @@ class ImageSet:
         try:
             with Image.open(io.BytesIO(self._read(i))) as image:
                 return image.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise DataError(f"cannot decode image {self.keys[i]!r} in {self.source}: {exc}",
+        except _DECODE_ERRORS as exc:
+            raise DataError(f"{self.keys[i]!r} in {self.source} is not a readable image: {_why(exc)}",
                             hint="remove or replace the broken file") from exc
+
+    def readable(self, i: int) -> bool:
+        """Whether image ``i`` opens as an image; only its header is read, nothing is decoded."""
+        try:
+            with Image.open(io.BytesIO(self._read(i))):
+                return True
+        except _DECODE_ERRORS:
+            return False
 
     def _read(self, i: int) -> bytes:
         if self.spans is None:
@@ -79,6 +88,11 @@ class ImageSet:
         if len(data) != size:
             raise OSError(f"truncated archive: {len(data)} of {size} bytes")
         return data
+
+
+def _why(exc: BaseException) -> str:
+    # PIL names the in-memory buffer (<_io.BytesIO object at 0x...>), not the file: say what it means
+    return "no image format recognised" if isinstance(exc, UnidentifiedImageError) else one_line(exc)
 
 
 def _is_image(name: str) -> bool:
@@ -115,7 +129,17 @@ def open_images(*, path: str | Path) -> ImageSet:
     if not len(images):
         exts = ", ".join(sorted(IMAGE_EXTENSIONS))
         raise DataError(f"no images found in {path}", hint=f"expected files ending in {exts}")
+    _require_a_readable_image(images)
     return images
+
+
+def _require_a_readable_image(images: ImageSet) -> None:
+    """Refuse a set none of whose files is an image (HTML saved as .jpg, a failed download...) at once,
+    before it is judged labelled or not. The first file is checked; the rest only when it is unreadable."""
+    if images.readable(0) or any(images.readable(i) for i in range(1, len(images))):
+        return
+    raise DataError(f"no file in {images.source} is a readable image ({len(images)} named like images, "
+                    f"e.g. {images.keys[0]!r})", hint="check that the files really are images (JPEG, PNG...)")
 
 
 def eval_transform(*, spec: ModelSpec) -> Callable[[Image.Image], torch.Tensor]:

@@ -49,6 +49,9 @@ def predictor_for(*, name: str, threads: int | None = None, spec_overrides: dict
 
         model = load_model(name=name, spec_overrides=spec_overrides, **load_options)
         return Predictor(torch_predict(model.module), model.spec, f"{name} (PyTorch)")
+    from vitopt.run_files import check_against_report
+
+    check_against_report(Path(name))
     runner = fmt.open_runner(Path(name), threads=threads)
     spec = runner.spec()
     if spec is None:

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from vitopt.errors import MissingBackendError, UnsupportedOptionError
+from vitopt.errors import MissingBackendError, UnsupportedOptionError, one_line
 from vitopt.registry import Registry
 
 
@@ -172,6 +172,11 @@ def require(package: str, *, extra: str, feature: str):
         raise MissingBackendError(
             f"{feature} needs the Python package {package!r}, which is not installed or broken",
             hint=f"pip install 'vitopt[{extra}]'",
+        ) from err
+    except Exception as err:  # installed but broken: a shared library fails to load (OSError), a bad build...
+        raise MissingBackendError(
+            f"{feature} needs {package!r}, which is installed but fails to import ({one_line(err, with_type=True)})",
+            hint=f"reinstall it: pip uninstall {package.split('.')[0]} && pip install 'vitopt[{extra}]'",
         ) from err
     finally:
         logger.setLevel(level)

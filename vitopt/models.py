@@ -7,7 +7,9 @@ The model's input contract (:class:`ModelSpec`) is resolved here and travels wit
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from vitopt.errors import (
     UnknownModelError,
     UnsupportedOptionError,
     did_you_mean,
+    one_line,
 )
 from vitopt.spec import ModelSpec
 from vitopt.zoo import ZOO, ZooEntry
@@ -83,7 +86,10 @@ def _apply_overrides(spec: ModelSpec, overrides: dict[str, Any]) -> ModelSpec:
     try:
         return spec.with_overrides(**overrides)
     except ValueError as err:
-        raise UnsupportedOptionError(f"inconsistent input options: {err}") from err
+        raise UnsupportedOptionError(
+            f"invalid input options (--input-size, --mean, --std): {err}",
+            hint="--mean and --std take one value per input channel, or one for all; --std values must be > 0",
+        ) from err
 
 
 def _with_labels(spec: ModelSpec, labels) -> ModelSpec:
@@ -141,8 +147,8 @@ def _load_timm(name: str, *, checkpoint, trust, kwargs) -> tuple[nn.Module, Mode
     if not timm.is_model(name):
         raise UnknownModelError(f"unknown model {name!r}", hint=_model_hint(name))
     state = _checkpoint_state(checkpoint, trust=trust)
-    kwargs = {**_num_classes_from(state, timm.get_pretrained_cfg(name)), **kwargs}
-    return _build_timm(name, kwargs=kwargs, state=state, checkpoint=checkpoint)
+    all_kwargs = {**_num_classes_from(state, timm.get_pretrained_cfg(name)), **kwargs}
+    return _build_timm(name, kwargs=all_kwargs, given=kwargs, state=state, checkpoint=checkpoint)
 
 
 def _load_zoo(name: str, *, checkpoint, trust, kwargs) -> tuple[nn.Module, ModelSpec, str]:
@@ -151,19 +157,73 @@ def _load_zoo(name: str, *, checkpoint, trust, kwargs) -> tuple[nn.Module, Model
     weights_file = checkpoint or (None if kwargs else entry.weights_path())
     state = _checkpoint_state(weights_file, trust=trust)
     module, spec, weights = _build_timm(
-        entry.arch, kwargs={**entry.kwargs, **kwargs}, state=state, checkpoint=weights_file
+        entry.arch, kwargs={**entry.kwargs, **kwargs}, given=kwargs, state=state, checkpoint=weights_file
     )
     spec = spec.with_overrides(name=name, **entry.spec)
     return module, spec, "zoo" if state is not None and checkpoint is None else weights
 
 
-def _build_timm(arch: str, *, kwargs, state, checkpoint) -> tuple[nn.Module, ModelSpec, str]:
+def _build_timm(arch: str, *, kwargs, given, state, checkpoint) -> tuple[nn.Module, ModelSpec, str]:
+    """``given`` are the user's --model-arg values among ``kwargs``: a failure is blamed on them."""
     import timm
 
-    module = timm.create_model(arch, pretrained=False, **kwargs)
+    base = {k: v for k, v in kwargs.items() if k not in given}
+    module = _construct(lambda: timm.create_model(arch, pretrained=False, **kwargs), what=arch, given=given,
+                        accepts=lambda: _timm_class(arch, base))  # fmt: skip
     if state is not None:
         load_into(module, state, path=checkpoint)
     return module, spec_from_timm(module, name=arch), "random" if state is None else "checkpoint"
+
+
+def _timm_class(arch: str, kwargs: dict[str, Any]) -> type | None:
+    """The class timm builds for ``arch``, built on the meta device: no memory or init time spent."""
+    import timm
+
+    try:
+        with torch.device("meta"):
+            return type(timm.create_model(arch, pretrained=False, **kwargs))
+    except Exception:  # it only feeds a hint; the error being explained stands without it
+        return None
+
+
+def _construct(build: Callable[[], Any], *, what: str, given: dict[str, Any], accepts: Callable[[], Any],
+               user_code: bool = False) -> Any:  # fmt: skip
+    """Call a model constructor. Constructors reject bad arguments with any exception type (TypeError,
+    ValueError, AssertionError, a TypeError deep inside for depth='abc'), so any failure with --model-arg
+    values is blamed on them; a user's factory failing on its own is its error, in one line."""
+    try:
+        return build()
+    except Exception as err:
+        if given:
+            pairs = ", ".join(f"{k}={v!r}" for k, v in given.items())
+            raise UnsupportedOptionError(f"model argument(s) {pairs} rejected by {what}: {one_line(err)}",
+                                         hint=_arguments_hint(given, accepts())) from err
+        if user_code:
+            raise UnknownModelError(f"{what!r} failed to build a model: {one_line(err, with_type=True)}") from err
+        raise
+
+
+def _arguments_hint(given: dict[str, Any], target: Any) -> str | None:
+    """What ``target`` accepts, read from its signature: the names when one is unknown, else the defaults."""
+    params = _keyword_params(target)
+    if not params:
+        return None
+    name = getattr(target, "__name__", "the constructor")
+    unknown = [k for k in given if k not in params]
+    if unknown:
+        close = did_you_mean(unknown[0], params)
+        return f"{close + ' ' if close else ''}{name} takes: {', '.join(params)}"
+    shown = [k if params[k].default is inspect.Parameter.empty else f"{k}={params[k].default!r}" for k in given]
+    return f"{name}'s defaults: " + ", ".join(shown)
+
+
+def _keyword_params(target: Any) -> dict[str, inspect.Parameter]:
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):  # None, builtins and some C types have no readable signature
+        return {}
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {n: p for n, p in params.items() if p.kind in kinds}
 
 
 def _checkpoint_state(checkpoint, *, trust: bool) -> dict[str, torch.Tensor] | None:
@@ -264,17 +324,29 @@ def _load_full_module(name: str, *, checkpoint, trust, kwargs) -> tuple[nn.Modul
 
 def _load_factory(name: str, *, checkpoint, trust, kwargs) -> tuple[nn.Module, ModelSpec, str]:
     file_part, factory_name = name.rsplit(":", 1)
-    spec_ = importlib.util.spec_from_file_location("vitopt_user_model", _existing(file_part))
-    module_obj = importlib.util.module_from_spec(spec_)
-    spec_.loader.exec_module(module_obj)
-    factory = getattr(module_obj, factory_name, None)
-    if not callable(factory):
-        raise UnknownModelError(f"{file_part!r} defines no callable {factory_name!r}")
-    module = factory(**kwargs)
+    factory = _import_factory(file_part, factory_name)
+    module = _construct(lambda: factory(**kwargs), what=name, given=kwargs, accepts=lambda: factory, user_code=True)
+    if not isinstance(module, nn.Module):
+        raise UnknownModelError(f"{name!r} returned {type(module).__name__}, not a torch nn.Module",
+                                hint="the factory must return the model itself")
     state = _checkpoint_state(checkpoint, trust=trust)
     if state is not None:
         load_into(module, state, path=checkpoint)
     return module, _generic_spec(module, name=factory_name), "checkpoint" if state else "factory"
+
+
+def _import_factory(file_part: str, factory_name: str) -> Callable[..., Any]:
+    spec_ = importlib.util.spec_from_file_location("vitopt_user_model", _existing(file_part))
+    module_obj = importlib.util.module_from_spec(spec_)
+    try:
+        spec_.loader.exec_module(module_obj)
+    except Exception as err:  # the user's file runs here: SyntaxError, ImportError, whatever its top level raises
+        raise UnknownModelError(f"importing {file_part!r} failed: {one_line(err, with_type=True)}",
+                                hint=f"run `python {file_part}` to see the whole error") from err
+    factory = getattr(module_obj, factory_name, None)
+    if not callable(factory):
+        raise UnknownModelError(f"{file_part!r} defines no callable {factory_name!r}")
+    return factory
 
 
 def _no_kwargs(kwargs: dict[str, Any], name: str) -> None:

@@ -29,7 +29,8 @@ from vitopt.passes import PassContext, pass_registry
 from vitopt.pruning.saved import discard_work, save_if_restructured
 from vitopt.publish import staging_dir
 from vitopt.recipe import PassStep, Recipe
-from vitopt.report import build_report, write_report
+from vitopt.report import add_plot, build_report, failed, write_report
+from vitopt.run_folder import check_free_space, check_output_folder, run_folder
 from vitopt.select import choose
 from vitopt.train.distributed import init_world
 from vitopt.verify import torch_logits
@@ -57,10 +58,11 @@ def compress(
     (data-parallel) and only rank 0 exports, measures and reports (the others return None).
     """
     step = step or (lambda _: nullcontext())
-    out_dir = Path(out_dir)
+    out_dir = check_output_folder(out_dir)
     for target in recipe.targets:
         FORMATS.get(target.format).check_installed()
     _require_data_for_training(recipe, data=data)
+    check_free_space(out_dir, needed_bytes=_expected_bytes(model, recipe))
     world = init_world()
     with step("checking that every target accepts the model"):
         findings = check_targets(module=model.module, spec=model.spec, targets=_formats(recipe))
@@ -71,30 +73,41 @@ def compress(
         labelled = _labelled(recipe, data=data, spec=model.spec)
     original = copy.deepcopy(model.module).eval()
     work = work_dir_for(out_dir)
-    passes = run_passes(model, recipe=recipe, images=images, step=step, teacher=original, data=data, work_dir=work,
-                        resume=resume)  # fmt: skip
-    if not world.is_main:
-        return None
-    loader, baseline = _evaluate_original(model, original=original, eval_data=eval_data, eval_limit=eval_limit,
-                                          step=step)  # fmt: skip
-    with staging_dir(out_dir) as staging:
-        ctx = RunContext(
-            candidate=passes.module, original=original, model_changed=bool(passes.records), spec=model.spec,
-            images=images, candidate_logits=torch_logits(passes.module, images),
-            original_logits=torch_logits(original, images), staging=staging, out_dir=out_dir, recipe=recipe,
-            threads=_threads(recipe), eval_loader=loader, calibration=calibration, labelled=labelled,
+    with run_folder(out_dir, active=world.is_main) as folder:  # the lock is held from here: one run per folder
+        passes = run_passes(model, recipe=recipe, images=images, step=step, teacher=original, data=data,
+                            work_dir=work, resume=resume)  # fmt: skip
+        if folder is None:  # a torchrun rank other than 0
+            return None
+        loader, baseline = _evaluate_original(model, original=original, eval_data=eval_data, eval_limit=eval_limit,
+                                              step=step)  # fmt: skip
+        with staging_dir(folder.path) as staging:
+            ctx = RunContext(
+                candidate=passes.module, original=original, model_changed=bool(passes.records), spec=model.spec,
+                images=images, candidate_logits=torch_logits(passes.module, images),
+                original_logits=torch_logits(original, images), staging=staging, out_dir=folder.path,
+                recipe=recipe, threads=_threads(recipe), eval_loader=loader, calibration=calibration,
+                labelled=labelled,
+            )  # fmt: skip
+            rows = run_targets(ctx, step=step)
+            saved = save_if_restructured(passes.module, model=model, staging=staging, out_dir=folder.path)
+        report = build_report(
+            model=model, passes=passes.records, costs=(passes.costs[0], passes.costs[-1]), artifacts=rows,
+            baseline=baseline, recipe=recipe, threads=_threads(recipe), findings=findings,
         )  # fmt: skip
-        rows = run_targets(ctx, step=step)
-        saved = save_if_restructured(passes.module, model=model, staging=staging, out_dir=out_dir)
-    report = build_report(
-        model=model, passes=passes.records, costs=(passes.costs[0], passes.costs[-1]), artifacts=rows,
-        baseline=baseline, recipe=recipe, threads=_threads(recipe), findings=findings,
-    )  # fmt: skip
-    if saved:
-        report["pytorch_model"] = saved
-    write_report(report, out_dir=out_dir)
+        if saved:
+            report["pytorch_model"] = saved
+        add_plot(report, out_dir=folder.path)
+        report = folder.commit(report, write_report=write_report, failed=bool(failed(report)))
     discard_work(work)  # the run succeeded: its checkpoints are no longer needed
     return report
+
+
+def _expected_bytes(model: LoadedModel, recipe: Recipe) -> int:
+    """A generous bound on what the run writes: fp32 weights per candidate artifact, plus the pruned
+    model and the float exports quantisers start from."""
+    params = sum(p.numel() for p in model.module.parameters())
+    artifacts = sum(len(t.candidates()) + 1 for t in recipe.targets) + 1
+    return 4 * params * artifacts
 
 
 def work_dir_for(out_dir: Path) -> Path:

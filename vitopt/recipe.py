@@ -168,12 +168,26 @@ def load_recipe(*, path: str | Path) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe {str(path)!r} does not exist", hint=_shipped_hint())
-    text = path.read_text()
+    text = _read_text(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise RecipeError(f"recipe {str(path)!r} is not valid YAML: {yaml_problem(err)}") from err
-    return parse_recipe({} if data is None else data, source=str(path), text=text)
+    if data is None:  # empty, only comments, or `null`: most likely the wrong file, so not silently the defaults
+        raise RecipeError(f"recipe {str(path)!r} is empty (no keys: blank, only comments or null)",
+                          hint="write at least `targets: [{format: onnx}]`, or start from a copy of "
+                               "recipes/baseline.yaml (shipped as --recipe baseline)")
+    return parse_recipe(data, source=str(path), text=text)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"recipe {str(path)!r} is not UTF-8 text: byte {err.object[err.start]:#04x} at offset "
+                          f"{err.start}", hint="save the recipe as UTF-8 (it is YAML)") from err
+    except OSError as err:
+        raise RecipeError(f"cannot read recipe {str(path)!r}: {err.strerror or err}") from err
 
 
 def parse_recipe(data: Any, *, source: str = "<recipe>", text: str | None = None) -> Recipe:

@@ -52,10 +52,14 @@ def _model_entry(model: LoadedModel, *, cost) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def write_report(report: dict[str, Any], *, out_dir: Path) -> None:
+def add_plot(report: dict[str, Any], *, out_dir: Path) -> None:
+    """The pruning widths plot beside the report (before the run's files are hashed)."""
     plot = pruning_plot(report, out_dir=out_dir)
     if plot:
         report["plot"] = plot
+
+
+def write_report(report: dict[str, Any], *, out_dir: Path) -> None:
     write_atomic(out_dir / "report.json", json.dumps(report, indent=2, default=str) + "\n")
     write_atomic(out_dir / "report.md", render_markdown(report))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -31,8 +32,12 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if len(self.input_size) != 3 or min(self.input_size) <= 0:
             raise ValueError(f"input_size must be (C, H, W) with positive sizes, got {self.input_size}")
-        if len(self.mean) != self.input_size[0] or len(self.std) != self.input_size[0]:
-            raise ValueError("mean and std need one value per input channel")
+        for name in ("mean", "std"):  # frozen: the broadcast value is set past __setattr__
+            object.__setattr__(self, name, _per_channel(name, getattr(self, name), self.input_size[0]))
+        if not all(0 < s < math.inf for s in self.std):
+            raise ValueError(f"std must be positive (each channel is divided by it), got {self.std}")
+        if not all(math.isfinite(m) for m in self.mean):
+            raise ValueError(f"mean must be finite, got {self.mean}")
         if self.labels is not None and len(self.labels) != self.num_classes:
             raise ValueError(f"{len(self.labels)} labels for {self.num_classes} classes")
 
@@ -59,3 +64,14 @@ class ModelSpec:
             if data.get(key) is not None:
                 data[key] = tuple(data[key])
         return cls(**data)
+
+
+def _per_channel(name: str, values, channels: int) -> tuple[float, ...]:
+    """One value per input channel; a single value stands for every channel (grey-level statistics)."""
+    values = tuple(values)
+    if len(values) == 1:
+        return values * channels
+    if len(values) != channels:
+        raise ValueError(f"{name} has {len(values)} values for {channels} input channel(s): "
+                         "give one per channel or a single value for all")
+    return values

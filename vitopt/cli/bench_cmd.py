@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +9,7 @@ import typer
 
 from vitopt.cli import app
 from vitopt.cli.options import Debug, JsonOut, Threads
-from vitopt.cli.support import handle_errors, out, step
+from vitopt.cli.support import handle_errors, out, step, write_json_file
 
 
 @app.command()
@@ -33,4 +32,4 @@ def bench(
     out.print(f"{artifact} on {result['runtime']}: p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, "
               f"p99 {lat['p99']:.3f} ms, cv {lat['cv']:.3f}, {lat['runs']} runs, {lat['threads']} threads")  # fmt: skip
     if json_out:
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
+        write_json_file(json_out, result)

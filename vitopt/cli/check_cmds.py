@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Optional
 
 import typer
@@ -10,7 +9,7 @@ from rich.table import Table
 
 from vitopt.cli import app
 from vitopt.cli.options import Debug, JsonOut, ModelName, ModelOptions, model_options
-from vitopt.cli.support import console, handle_errors, out, step
+from vitopt.cli.support import console, handle_errors, out, step, write_json_file
 
 TARGET_HELP = "Target to check (repeatable; default: every target)."
 
@@ -49,7 +48,7 @@ def check(
             result["mobile"] = check_module(loaded.module, spec=loaded.spec)
         out.print(_mobile_table(result["mobile"]))
     if json_out:
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
+        write_json_file(json_out, result)
     blocked = blockers(findings)
     if blocked:
         console.print(f"[bold red]not convertible for {', '.join(blocked)}[/]: see the rows marked 'rejects'")

@@ -35,16 +35,19 @@ def compress(
     from vitopt.recipes import resolve_recipe
     from vitopt.report import failed
     from vitopt.report_view import render_text
+    from vitopt.run_folder import check_output_folder
     from vitopt.zoo import DEFAULT_MODEL
 
     the_recipe = resolve_recipe(recipe=recipe, targets=target, threads=threads)
+    check_output_folder(out_dir)
     loaded = model_options.load(model or DEFAULT_MODEL)
     report = run_compress(model=loaded, recipe=the_recipe, out_dir=out_dir, data=data,
                           eval_data=eval_data, eval_limit=eval_limit, step=step, resume=resume)  # fmt: skip
     if report is None:  # a torchrun rank other than 0: rank 0 exports and reports
         return
     typer.echo(render_text(report), nl=False)
-    console.print(f"report: {out_dir / 'report.json'} and {out_dir / 'report.md'}")
+    folder = Path(report["output_folder"])
+    console.print(f"report: {folder / 'report.json'} and {folder / 'report.md'}")
     if failed(report):
         console.print(f"[bold red]{len(failed(report))} artifact(s) failed[/]: see the report")
         raise typer.Exit(1)

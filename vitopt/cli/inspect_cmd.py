@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from vitopt.cli import app
 from vitopt.cli.options import Debug, JsonOut, ModelName, ModelOptions, model_options
-from vitopt.cli.support import handle_errors, out
+from vitopt.cli.support import handle_errors, out, write_json_file
 
 
 @app.command()
@@ -21,4 +19,4 @@ def inspect(model: ModelName, json_out: JsonOut = None, debug: Debug = False,
     info = describe_model(model_options.load(model))
     render_description(info, console=out)
     if json_out:
-        json_out.write_text(json.dumps(info, indent=2) + "\n")
+        write_json_file(json_out, info)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,7 +9,7 @@ import typer
 
 from vitopt.cli import app
 from vitopt.cli.options import Debug, JsonOut, ModelName, ModelOptions, Threads, model_options
-from vitopt.cli.support import console, handle_errors, step
+from vitopt.cli.support import console, handle_errors, step, write_json_file
 
 BAR = 30  # characters of the widest bar
 
@@ -40,7 +39,7 @@ def quant_sensitivity(
                      threads=threads, progress=lambda name: console.log(f"group {name}"))  # fmt: skip
     typer.echo(render(result), nl=False)
     if json_out:
-        json_out.write_text(json.dumps(result, indent=2, default=float) + "\n")
+        write_json_file(json_out, result)
 
 
 def render(result: dict) -> str:

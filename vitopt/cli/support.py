@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import click
 import typer
 import yaml
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from vitopt.errors import InputError, UnsupportedOptionError, VitoptError
+from vitopt.errors import DataError, InputError, UnsupportedOptionError, VitoptError, one_line
+from vitopt.logs import write_traceback
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False)
@@ -31,14 +35,22 @@ def setup_logging(*, debug: bool) -> None:
 
 
 def handle_errors(command: Callable) -> Callable:
-    """One clear line and an exit code for vitopt's errors; a traceback only with --debug."""
+    """One clear line and an exit code for every failure; a traceback only with --debug.
+
+    vitopt's errors are the user's to fix (exit 2) or a run that failed (exit 1). Anything else is a bug:
+    one line plus the log file holding its traceback (exit 1). Paths a command writes are checked first,
+    so a bad one is refused before minutes of work rather than after.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         debug = bool(kwargs.pop("debug", False))
         setup_logging(debug=debug)
         try:
+            _check_paths(kwargs)
             return command(*args, **kwargs)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
         except VitoptError as err:
             if debug:
                 raise
@@ -46,10 +58,63 @@ def handle_errors(command: Callable) -> Callable:
             console.print(f"[bold red]{err.label}:[/] {escape(err.message)}{hint}")
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
-            console.print("[bold red]interrupted[/]: no artifact was half-written")
+            console.print("[bold red]interrupted[/]: nothing half-written was left behind")
             raise typer.Exit(130) from None
+        except Exception as err:
+            if debug:
+                raise
+            _report_internal_error(err, command=command.__name__)
+            raise typer.Exit(1) from None
 
     return wrapper
+
+
+_INPUT_PATHS = {"data": "--data", "eval_data": "--eval-data", "val_data": "--val-data"}
+
+
+def _check_paths(kwargs: dict[str, Any]) -> None:
+    for name, flag in _INPUT_PATHS.items():
+        check_input_path(kwargs.get(name), flag=flag)
+    check_output_file(kwargs.get("json_out"), flag="--json")
+
+
+def _report_internal_error(err: Exception, *, command: str) -> None:
+    where = write_traceback(err, command=command)
+    console.print(f"[bold red]internal error[/] in vitopt {command}: {escape(one_line(err, with_type=True))}\n"
+                  f"  the full traceback is in {where}; please report it (--debug prints it here)")  # fmt: skip
+
+
+def check_output_file(path: Path | None, *, flag: str) -> None:
+    """A file a command will write: its folder must exist (or be creatable) and be writable, and it must
+    not be a folder. Checked before the command runs."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise InputError(f"{flag} {str(path)!r} is a folder", hint=f"{flag} takes a file path, e.g. result.json")
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {flag} {str(path)!r}: {str(parent)!r} is not a writable folder",
+                         hint=f"pick another path for {flag}")  # fmt: skip
+
+
+def check_input_path(path: Path | None, *, flag: str) -> None:
+    """Data a command reads later (after loading a model, or after hours of passes) must exist now."""
+    if path is not None and not path.exists():
+        raise DataError(f"{flag} {str(path)!r} does not exist", hint="a folder of images (class subfolders for "
+                        "labels) or a .tar of one")  # fmt: skip
+
+
+def write_json_file(path: Path, data: Any) -> None:
+    from vitopt.publish import write_atomic
+
+    write_atomic(path, json.dumps(data, indent=2, default=_plain) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as numbers; anything else json cannot take (paths) as text."""
+    return value.item() if hasattr(value, "item") else str(value)
 
 
 @contextmanager
@@ -101,7 +166,12 @@ def parse_assignments(items: list[str] | None, *, flag: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise InputError(f"{flag} takes key=value, got {item!r}", hint=f"e.g. {flag} embed_dim=96")
-        result[key.strip()] = yaml.safe_load(value)
+        try:
+            result[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:  # e.g. an unclosed list: depths=[2,2
+            problem = getattr(err, "problem", None) or err
+            raise InputError(f"{flag} {item!r}: the value is not a YAML scalar or list ({problem})",
+                             hint=f"e.g. {flag} depths=[2,2,6,2] or {flag} name=text") from err
     return result
 
 

@@ -6,7 +6,6 @@ the trainer joins the process group torchrun describes; only rank 0 writes and p
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -15,13 +14,14 @@ import typer
 
 from vitopt.cli import app
 from vitopt.cli.options import Debug, JsonOut, ModelName, ModelOptions, Threads, model_options
-from vitopt.cli.support import handle_errors, load_for_cli, out, parse_assignments, step
+from vitopt.cli.support import handle_errors, load_for_cli, out, parse_assignments, step, write_json_file
 from vitopt.errors import InputError
 
 Data = Annotated[Path, typer.Option(help="Training images: ImageFolder directory or .tar of one.")]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Run directory: checkpoint, metrics, weights.")]
 Epochs = Annotated[int, typer.Option(min=1, help="Epochs to train.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Start afresh over the run in --out.")]
 ValData = Annotated[Optional[Path], typer.Option(help="Labelled images evaluated after each epoch.")]
 BatchSize = Annotated[Optional[int], typer.Option(min=1, help="Global batch size (split across ranks).")]
 Lr = Annotated[Optional[float], typer.Option(help="Peak learning rate.")]
@@ -58,15 +58,18 @@ def _print_summary(summary: dict[str, Any]) -> None:
 @model_options(spec=False)
 def train(
     model: ModelName, data: Data, out_dir: OutDir, epochs: Epochs = 10, resume: Resume = False,
-    val_data: ValData = None, batch_size: BatchSize = None, lr: Lr = None, bf16: Bf16 = False,
-    settings: Settings = None, debug: Debug = False, model_options: ModelOptions = ModelOptions(),
+    overwrite: Overwrite = False, val_data: ValData = None, batch_size: BatchSize = None, lr: Lr = None,
+    bf16: Bf16 = False, settings: Settings = None, debug: Debug = False, model_options: ModelOptions = ModelOptions(),
 ) -> None:  # fmt: skip
     """Supervised training (cross-entropy with label smoothing) on labelled images."""
     from vitopt.train import fit
+    from vitopt.train.loop import check_run_folder
 
     config = _train_config(epochs=epochs, batch_size=batch_size, lr=lr, bf16=bf16, settings=settings)
+    check_run_folder(out_dir, resume=resume, overwrite=overwrite)
     loaded = model_options.load(model)
-    _print_summary(fit(model=loaded, data=data, out_dir=out_dir, config=config, val_data=val_data, resume=resume))
+    _print_summary(fit(model=loaded, data=data, out_dir=out_dir, config=config, val_data=val_data, resume=resume,
+                       overwrite=overwrite))
 
 
 @app.command()
@@ -75,7 +78,8 @@ def train(
 def distill(
     student: ModelName,
     teacher: Annotated[str, typer.Option(help="Teacher model (frozen, eval mode).")],
-    data: Data, out_dir: OutDir, epochs: Epochs = 10, resume: Resume = False, val_data: ValData = None,
+    data: Data, out_dir: OutDir, epochs: Epochs = 10, resume: Resume = False, overwrite: Overwrite = False,
+    val_data: ValData = None,
     teacher_checkpoint: Annotated[Optional[Path], typer.Option(help="Teacher weights.")] = None,
     batch_size: BatchSize = None, lr: Lr = None, bf16: Bf16 = False,
     hard: Annotated[bool, typer.Option("--hard", help="Hard distillation (teacher argmax).")] = False,
@@ -83,13 +87,15 @@ def distill(
 ) -> None:  # fmt: skip
     """Knowledge distillation of STUDENT from --teacher (soft KD by default; labels used where present)."""
     from vitopt.train import fit
+    from vitopt.train.loop import check_run_folder
 
     extra = [*(settings or []), *(["hard_distill=true"] if hard else [])]
     config = _train_config(epochs=epochs, batch_size=batch_size, lr=lr, bf16=bf16, settings=extra)
+    check_run_folder(out_dir, resume=resume, overwrite=overwrite)
     teacher_model = load_for_cli(teacher, checkpoint=teacher_checkpoint, trust=model_options.trust_checkpoint)
     loaded = model_options.load(student)
     summary = fit(model=loaded, data=data, out_dir=out_dir, config=config, teacher=teacher_model,
-                  val_data=val_data, resume=resume)  # fmt: skip
+                  val_data=val_data, resume=resume, overwrite=overwrite)  # fmt: skip
     _print_summary(summary)
 
 
@@ -116,4 +122,4 @@ def eval_(
         result = evaluate(predictor=predictor, data=data, limit=limit, reference=ref)
     out.print(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()))
     if json_out:
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
+        write_json_file(json_out, result)

@@ -10,6 +10,7 @@ from typing import Any
 from vitopt.errors import InputError
 from vitopt.gate.budgets import Budgets, parse_budgets
 from vitopt.gate.checks import FAIL, Check, check_row
+from vitopt.run_files import check_against_report
 
 MACHINE_KEYS = ("cpu_model", "threads")
 
@@ -87,8 +88,8 @@ def artifact_path(row: dict, report: dict, *, beside_only: bool = False) -> Path
     else the path the row recorded (unless ``beside_only``)."""
     path = Path(row["path"])
     beside = Path(report["_path"]).parent / path.name
-    if beside.exists():
-        return beside
-    if path.exists() and not beside_only:
-        return path
+    for found in (beside, None if beside_only else path):
+        if found is not None and found.exists():
+            check_against_report(found)
+            return found
     raise InputError(f"artifact {row['path']!r} of {report['_path']!r} is missing", hint="re-run compress")

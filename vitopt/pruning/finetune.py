@@ -51,7 +51,8 @@ def finetune(module: nn.Module, *, context: PassContext, options: FinetuneOption
     student = LoadedModel(module=module, spec=context.spec, source="pass", weights="pass", notices=[])
     teacher = LoadedModel(module=context.teacher, spec=context.spec, source="teacher", weights="", notices=[])
     out_dir.mkdir(parents=True, exist_ok=True)
+    resume = (out_dir / STATE_FILE).is_file()  # this pass owns the folder: continue it or start it over
     summary = fit(model=student, data=require_data(context, pass_name="finetune"), out_dir=out_dir, config=config,
-                  teacher=teacher, resume=(out_dir / STATE_FILE).is_file(), show_progress=True)  # fmt: skip
+                  teacher=teacher, resume=resume, overwrite=not resume, show_progress=True)  # fmt: skip
     module.eval()
     return summary

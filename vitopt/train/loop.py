@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from vitopt.errors import InputError
 from vitopt.models import LoadedModel
 from vitopt.train.config import TrainConfig
 from vitopt.train.distributed import World, barrier, group_joined, init_world, shutdown
@@ -51,8 +53,14 @@ class TrainRun:
 
 def fit(*, model: LoadedModel, data: str | Path, out_dir: str | Path, config: TrainConfig,
         teacher: LoadedModel | None = None, val_data: str | Path | None = None, resume: bool = False,
-        show_progress: bool = True) -> dict[str, Any]:  # fmt: skip
-    """Train ``model`` in place on ``data`` (with KD from ``teacher`` if given). Returns a summary."""
+        overwrite: bool = False, show_progress: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Train ``model`` in place on ``data`` (with KD from ``teacher`` if given). Returns a summary.
+
+    A run folder that holds a run is continued (``resume``) or started afresh (``overwrite``), never
+    silently replaced."""
+    check_run_folder(out_dir, resume=resume, overwrite=overwrite)
+    if overwrite:
+        _clear_run(Path(out_dir))
     joined = group_joined()  # a caller that runs several fits under torchrun keeps its process group
     world = init_world()
     _warn_if_bf16_is_emulated(config)
@@ -69,6 +77,26 @@ def fit(*, model: LoadedModel, data: str | Path, out_dir: str | Path, config: Tr
     finally:
         if not joined:
             shutdown(world)
+
+
+def check_run_folder(out_dir: str | Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start over a run without being told which of --resume and --overwrite is meant
+    (checked before a model is loaded, so it changes nothing)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a file", hint="training writes a run folder: pick a folder path")
+    held = [name for name in (STATE_FILE, WEIGHTS_FILE, METRICS_FILE) if (out / name).is_file()]
+    if resume and overwrite:
+        raise InputError("--resume and --overwrite contradict each other", hint="give one of them")
+    if held and not (resume or overwrite):
+        raise InputError(f"--out {str(out)!r} already holds a training run ({', '.join(held)})",
+                         hint="add --resume to continue it or --overwrite to start afresh")  # fmt: skip
+
+
+def _clear_run(out: Path) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 owns the folder
+        for name in (STATE_FILE, WEIGHTS_FILE, METRICS_FILE):
+            (out / name).unlink(missing_ok=True)
 
 
 def _warn_if_bf16_is_emulated(config: TrainConfig) -> None:
