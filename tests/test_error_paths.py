@@ -96,3 +96,10 @@ def test_an_internal_error_is_one_line_and_a_log_file(tmp_path, monkeypatch):
     assert "internal error in vitopt inspect: ZeroDivisionError: a bug" in output
     (log,) = (tmp_path / "logs").iterdir()
     assert "Traceback" in log.read_text() and "ZeroDivisionError" in log.read_text() and str(log) in output
+
+
+def test_a_damaged_report_is_one_line(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.json").write_text('{"schema": "vitopt.report/1", "artifacts": [{"target": "onnx"}]}')
+    code, output = _invoke("bundle", tmp_path / "out", "--platform", "android", "--out", tmp_path / "a.zip")
+    assert code == 2 and "is damaged" in output and "model" in output and "artifacts[0]" in output

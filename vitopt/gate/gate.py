@@ -24,8 +24,24 @@ def read_report(path: Path) -> dict[str, Any]:
                          hint="give a compress output folder or its report.json") from err
     if not isinstance(report, dict) or report.get("schema") != "vitopt.report/1":
         raise InputError(f"{str(path)!r} is not a vitopt report (schema vitopt.report/1)")
+    _check_structure(report, path=path)
     report["_path"] = str(path)
     return report
+
+
+_SECTIONS = {"model": dict, "artifacts": list, "environment": dict}
+_ROW_KEYS = ("target", "precision", "status")
+
+
+def _check_structure(report: dict, *, path: Path) -> None:
+    """The parts every reader relies on, so an edited or truncated report is one line, not a KeyError."""
+    broken = [key for key, kind in _SECTIONS.items() if not isinstance(report.get(key), kind)]
+    rows = report.get("artifacts") if isinstance(report.get("artifacts"), list) else []
+    broken += [f"artifacts[{i}]" for i, row in enumerate(rows) if not isinstance(row, dict)
+               or not all(isinstance(row.get(k), str) for k in _ROW_KEYS)]  # fmt: skip
+    if broken:
+        raise InputError(f"report {str(path)!r} is damaged: {', '.join(broken)} missing or malformed",
+                         hint="re-run compress to write a complete report")  # fmt: skip
 
 
 def budgets_for(report: dict, budget_file: Path | None) -> Budgets:
