@@ -103,3 +103,8 @@ def test_a_damaged_report_is_one_line(tmp_path):
     (tmp_path / "out" / "report.json").write_text('{"schema": "vitopt.report/1", "artifacts": [{"target": "onnx"}]}')
     code, output = _invoke("bundle", tmp_path / "out", "--platform", "android", "--out", tmp_path / "a.zip")
     assert code == 2 and "is damaged" in output and "model" in output and "artifacts[0]" in output
+
+
+def test_a_bundle_into_a_folder_is_refused(tmp_path):
+    code, output = _invoke("bundle", tmp_path, "--platform", "android", "--out", tmp_path)
+    assert code == 2 and "--out" in output and "is a folder" in output

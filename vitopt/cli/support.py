@@ -76,6 +76,7 @@ def _check_paths(kwargs: dict[str, Any]) -> None:
     for name, flag in _INPUT_PATHS.items():
         check_input_path(kwargs.get(name), flag=flag)
     check_output_file(kwargs.get("json_out"), flag="--json")
+    check_output_file(kwargs.get("out"), flag="--out")  # a file a command writes (bundle's archive)
 
 
 def _report_internal_error(err: Exception, *, command: str) -> None:
