@@ -141,6 +141,11 @@ def test_the_android_model_is_fixed_shape_checked_and_parity_verified(cli, out_d
         assert 0 < checker[ep]["supported_nodes"] <= checker[ep]["nodes"]
     assert checker["recommended_android"] in ("NNAPI", "CPU")
     assert mobile["ort_parity"]["max_abs_diff"] < 1e-3 and mobile["ort_parity"]["top1_agreement"] == 1.0
+    (chosen,) = [form for form in mobile["variants"] if form["chosen"]]
+    assert chosen["checker"] == checker  # the manifest's verdict is the shipped form's
+    nnapi = [form["checker"]["NNAPI"]["partitions"] for form in mobile["variants"]]
+    assert checker["NNAPI"]["partitions"] == min(nnapi) or checker["recommended_android"] == "CPU"
+    assert mobile["ort_optimization_style"] == ("Runtime" if checker["recommended_android"] == "NNAPI" else "Fixed")
 
 
 @pytest.mark.slow

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
-from platform import machine
 from typing import Any
 
 import numpy as np
@@ -18,10 +14,9 @@ import numpy as np
 from vitopt import __version__
 from vitopt.backends.metadata import COREML_INPUT, COREML_LABEL, COREML_PROBABILITIES, INPUT_NAME, OUTPUT_NAME
 from vitopt.bundle.archive import files_under
-from vitopt.errors import InputError, RunError
+from vitopt.errors import InputError
 
 MANIFEST, SCHEMA = "manifest.json", "vitopt.bundle/1"
-PARITY = 1e-3  # max |logit difference| between the compressed model and what the bundle ships
 PLATFORM_TARGET = {"ios": ("coreml", "model.mlpackage"), "android": ("onnx", "model.onnx")}
 
 
@@ -60,39 +55,15 @@ def _row(report: dict, target: str) -> dict | None:
 
 
 def _android_model(onnx_path: Path, *, report: dict, dynamic_shapes: bool) -> tuple[dict[str, bytes], dict]:
-    """The shipped ONNX model with its shapes fixed (unless ``dynamic_shapes``), judged by ONNX Runtime's
-    mobile checker, converted by its own converter to ``model.ort`` (+ the operator config for a reduced
-    build), each step verified for parity on real images."""
-    from vitopt.bundle import mobile
+    """The shipped ONNX model made ready for a phone (``vitopt.bundle.android``), each step verified on
+    real images."""
+    from vitopt.bundle.android import android_model
 
     with tempfile.TemporaryDirectory(prefix="vitopt-ort-") as tmp:
-        work, images = Path(tmp), _images(report)
-        model = work / "model.onnx"
+        model = Path(tmp) / "model.onnx"
         model.write_bytes(files_under(onnx_path, prefix="model.onnx")["model.onnx"].read_bytes())
-        info: dict[str, Any] = {"input_shape": report["model"]["input_shape"]}
-        if mobile.dynamic_dims(model) and not dynamic_shapes:
-            fixed = work / "fixed" / "model.onnx"
-            fixed.parent.mkdir()
-            info["shape_ops_left"] = mobile.fix_shapes(model, fixed, input_shape=report["model"]["input_shape"])
-            info["fixed_parity"] = mobile.parity(model, fixed, images=images, tolerance=PARITY)
-            model = fixed
-        info["static_shapes"] = not mobile.dynamic_dims(model)
-        info["checker"] = mobile.usability(model)
-        files = _ort_files(model, work=work)
-        (work / "model.ort").write_bytes(files["model.ort"])
-        info["ort_parity"] = mobile.parity(model, work / "model.ort", images=images, tolerance=PARITY)
-        return files, info
-
-
-def _ort_files(model: Path, *, work: Path) -> dict[str, bytes]:
-    done = _convert(model, out=work / "ort")
-    ort, configs = list((work / "ort").glob("*.ort")), list((work / "ort").glob("*.config"))
-    if done.returncode != 0 or len(ort) != 1:
-        raise RunError(f"ONNX Runtime could not convert model.onnx to .ort: {done.stderr.strip()[-300:]}")
-    files = {"model.ort": ort[0].read_bytes()}
-    for config in configs[:1]:  # its comment names the temporary path: replaced, for reproducible bundles
-        files["required_operators.config"] = config.read_text().replace(str(work / "ort") + "/", "").encode()
-    return files
+        return android_model(model, work=Path(tmp), input_shape=report["model"]["input_shape"],
+                             images=_images(report), dynamic_shapes=dynamic_shapes)  # fmt: skip
 
 
 def _images(report: dict) -> np.ndarray:
@@ -111,20 +82,6 @@ def spec_of(report: dict):
         return ModelSpec.from_json(json.dumps(m["spec"]))
     return ModelSpec(name=m["name"], input_size=tuple(m["input_shape"][1:]), mean=tuple(m["mean"]),
                      std=tuple(m["std"]), num_classes=m["num_classes"])  # fmt: skip
-
-
-def _convert(model: Path, *, out: Path) -> subprocess.CompletedProcess:
-    """The converter, with address-space randomisation off where ``setarch`` allows: ORT writes the
-    kernel-type table of a .ort file in an order that follows pointer addresses, so two conversions of
-    one model differed in ~1,200 bytes here; without randomisation they are byte-identical."""
-    cmd = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(model),
-           "--output_dir", str(out), "--optimization_style", "Fixed"]  # fmt: skip
-    setarch = shutil.which("setarch")
-    if setarch:
-        done = subprocess.run([setarch, machine(), "-R", *cmd], capture_output=True, text=True)
-        if done.returncode == 0:
-            return done
-    return subprocess.run(cmd, capture_output=True, text=True)
 
 
 def _labels(report: dict) -> bytes:

@@ -67,3 +67,8 @@ def _print_mobile(mobile: dict) -> None:
         console.print(f"ONNX Runtime mobile checker: {eps}; on Android: {checker['recommended_android']}")
     if "static_shapes" in mobile:
         console.print(f"static input shape {mobile['input_shape']}: {mobile['static_shapes']}")
+    for form in mobile.get("variants") or []:
+        nnapi = form["checker"].get("NNAPI") or {}
+        name = " + ".join(form["decomposed"]) + " written out" if form["decomposed"] else "as exported"
+        console.print(f"{'[bold]shipped[/]' if form['chosen'] else 'judged '} {name}: NNAPI {nnapi.get('verdict')} "
+                      f"({nnapi.get('partitions')} partitions)")  # fmt: skip
