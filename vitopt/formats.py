@@ -120,6 +120,7 @@ FORMATS.add("onnx", Format(
     name="onnx", exporter=f"{B}.onnx.exporter:OnnxExporter", runtime="onnxruntime", extra="onnx",
     precisions=("fp32", "fp16", "int8", "int8-dynamic"), file_name="model.onnx",
     packages=("onnx", "onnxruntime", "onnxslim"), quantizer=f"{B}.onnx.quantize:OnnxQuantizer",
+    validator=f"{B}.onnx.validate:validate_onnx",
 ))  # fmt: skip
 FORMATS.add("openvino", Format(
     name="openvino", exporter=f"{B}.openvino.exporter:OpenVinoExporter", runtime="openvino", extra="openvino",

@@ -58,6 +58,11 @@ def _details(a: dict[str, Any]) -> list[str]:
     if parity:
         lines.append(f"{name}: parity on {parity['runtime']}: max |diff| {parity['max_abs_diff']:.2e}, "
                      f"top-1 agreement {parity['top1_agreement']:.3f} on {parity['n_images']} images")  # fmt: skip
+    mobile = (a.get("validation") or {}).get("mobile") or {}
+    if "NNAPI" in mobile:
+        eps = ", ".join(f"{ep} {mobile[ep]['verdict']} ({mobile[ep]['partitions']} partitions)"
+                        for ep in ("NNAPI", "CoreML MLProgram"))  # fmt: skip
+        lines.append(f"{name}: ONNX Runtime mobile checker: {eps}")
     if lat:
         base = a["baseline_latency_ms"]
         lines.append(f"{name}: p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms; unmodified model "

@@ -93,9 +93,13 @@ def ort_files(model: Path, *, work: Path, style: str) -> dict[str, bytes]:
     if done.returncode != 0 or len(ort) != 1:
         raise RunError(f"ONNX Runtime could not convert model.onnx to .ort: {done.stderr.strip()[-300:]}")
     files = {"model.ort": ort[0].read_bytes()}
-    for config in configs[:1]:  # its comment names the temporary path: replaced, for reproducible bundles
-        files["required_operators.config"] = config.read_text().replace(str(out) + "/", "").encode()
+    for config in configs[:1]:  # its comments name temporary paths: replaced, for reproducible bundles
+        ops = [line for line in config.read_text().splitlines() if line and not line.startswith("#")]
+        files["required_operators.config"] = "\n".join([_CONFIG_HEADER, *ops, ""]).encode()
     return files
+
+
+_CONFIG_HEADER = "# Operators model.ort needs (ONNX Runtime's converter): for a reduced build, --include_ops_by_config"
 
 
 def _convert(model: Path, *, out: Path, style: str) -> subprocess.CompletedProcess:

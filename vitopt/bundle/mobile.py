@@ -6,7 +6,6 @@ it came from, ONNX Runtime's mobile usability checker (its real output, parsed),
 from __future__ import annotations
 
 import collections
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from vitopt.backends.metadata import INPUT_NAME
+from vitopt.backends.onnx.mobile_check import usability
 from vitopt.errors import InputError, VerificationError
 
 SHAPE_OPS = ("Shape", "Expand", "ConstantOfShape")
-EPS = ("NNAPI", "CoreML NeuralNetwork", "CoreML MLProgram")
 
 
 def dynamic_dims(path: Path) -> list[str]:
@@ -61,42 +60,6 @@ def parity(reference: Path, candidate: Path, *, images: np.ndarray, tolerance: f
         raise VerificationError(f"{candidate.name} differs from the compressed model by {result['max_abs_diff']:.2e} "
                                 f"(tolerance {tolerance:g})")  # fmt: skip
     return result
-
-
-def usability(path: Path) -> dict[str, Any]:
-    """ONNX Runtime's mobile usability checker on ``path``: per execution provider, partitions, coverage,
-    blocking operators and its verdict, parsed from the tool's own report."""
-    cmd = [sys.executable, "-m", "onnxruntime.tools.check_onnx_model_mobile_usability", str(path)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    text = done.stdout + done.stderr
-    verdicts = {ep: _section(text, ep) for ep in EPS}
-    if done.returncode != 0 or not all(verdicts.values()):
-        return {"error": (text.strip().splitlines() or ["no output"])[-1][:300]}
-    return {**verdicts, "recommended_android": _recommended(verdicts, ("NNAPI",)),
-            "recommended_ios": _recommended(verdicts, ("CoreML MLProgram", "CoreML NeuralNetwork"))}
-
-
-def _section(text: str, ep: str) -> dict[str, Any] | None:
-    start = text.find(f"Checking {ep}\n")
-    if start < 0:
-        return None
-    body = text[start : text.find("================", start)]
-    found = re.search(r"(\d+) partitions with a total of (\d+)/(\d+) nodes", body)
-    verdict = re.search(rf"Model should perform well with {re.escape(ep)} as is: (\w+)", body)
-    if not found or not verdict:
-        return None
-    parts, supported, total = map(int, found.groups())
-    ops = re.search(r"Unsupported ops: ([^\n]*)", body)
-    return {"partitions": parts, "supported_nodes": supported, "nodes": total,
-            "coverage": round(supported / max(total, 1), 3), "verdict": verdict.group(1),
-            "unsupported_ops": sorted(o.strip() for o in ops.group(1).split(",")) if ops else []}  # fmt: skip
-
-
-def _recommended(verdicts: dict[str, dict], eps: tuple[str, ...]) -> str:
-    """Of ``eps`` (one platform's), the one the checker rates best; CPU when none rates above NO."""
-    rank = {"YES": 2, "MAYBE": 1, "NO": 0}
-    best = max(eps, key=lambda ep: (rank.get(verdicts[ep]["verdict"], 0), verdicts[ep]["coverage"]))
-    return best if rank.get(verdicts[best]["verdict"], 0) > 0 else "CPU"
 
 
 def check_module(module, *, spec) -> dict[str, Any]:
