@@ -41,7 +41,8 @@ def _copy_run(source, dest) -> None:
 
 def _interrupt(out, recipe, *, after: str, sig: int, delay_s: float = 0.0) -> tuple[int, str]:
     process = subprocess.Popen([*COMMAND, "--recipe", str(recipe), "--out", str(out)], stderr=subprocess.PIPE,
-                               stdout=subprocess.DEVNULL, text=True, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+                               stdout=subprocess.DEVNULL, text=True, env={**os.environ, "COLUMNS": "200"},
+                               preexec_fn=_default_sigint)  # fmt: skip
     seen = []
     for line in process.stderr:
         seen.append(line)
@@ -51,6 +52,12 @@ def _interrupt(out, recipe, *, after: str, sig: int, delay_s: float = 0.0) -> tu
             break
     rest = process.stderr.read()
     return process.wait(timeout=120), "".join(seen) + rest
+
+
+def _default_sigint() -> None:
+    """A job a non-interactive shell starts in the background ignores SIGINT, and so would the Python it
+    runs (CI's `make test &`): give the child Ctrl-C's default so Python installs its handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 KILL_POINTS = [  # (progress line, signal, delay after it, whether the new run can have been committed)

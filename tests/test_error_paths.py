@@ -108,3 +108,11 @@ def test_a_damaged_report_is_one_line(tmp_path):
 def test_a_bundle_into_a_folder_is_refused(tmp_path):
     code, output = _invoke("bundle", tmp_path, "--platform", "android", "--out", tmp_path)
     assert code == 2 and "--out" in output and "is a folder" in output
+
+
+def test_a_command_exit_code_is_not_an_internal_error(tmp_path):
+    fixture = "tests/fixtures/user_models.py:exports_differently"
+    recipe = tmp_path / "fast.yaml"
+    recipe.write_text("version: 1\ntargets: [{format: onnx}]\nbench: {warmup: 1, min_runs: 2, min_time_s: 0}\n")
+    code, output = _invoke("compress", fixture, "--input-size", "3,8,8", "--recipe", recipe, "--out", tmp_path / "o")
+    assert code == 1 and "artifact(s) failed" in output and "internal error" not in output

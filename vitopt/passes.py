@@ -17,7 +17,8 @@ from vitopt.errors import RecipeError
 from vitopt.registry import Registry
 
 # Modules that register built-in passes; imported on first use so `import vitopt` stays light.
-BUILTIN_PASS_MODULES: tuple[str, ...] = ("vitopt.reparam", "vitopt.pruning.prune_pass", "vitopt.pruning.distill_pass")
+BUILTIN_PASS_MODULES: tuple[str, ...] = ("vitopt.reparam", "vitopt.pruning.prune_pass", "vitopt.pruning.distill_pass",
+                                         "vitopt.pruning.dimap_pass")
 
 
 class PassOptions(BaseModel):

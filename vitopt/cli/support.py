@@ -49,8 +49,8 @@ def handle_errors(command: Callable) -> Callable:
         try:
             _check_paths(kwargs)
             return command(*args, **kwargs)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
-            raise
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise  # the command's own exit code, or the option parser's usage error
         except VitoptError as err:
             if debug:
                 raise

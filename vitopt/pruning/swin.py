@@ -1,6 +1,9 @@
-"""timm's SwinTransformer: whole heads and MLP width per block (NViT's H and MLP dimensions; the stage
-widths are tied to patch merging and the q/k/v width per head to the relative-position bias, so those
-stay). Shares ``slicing`` with the ViT adapter; DIMAP's structured mode prunes the same units."""
+"""timm's SwinTransformer (v1) and SwinTransformerV2: whole heads and MLP width per block (NViT's H and
+MLP dimensions; the stage widths are tied to patch merging and the q/k/v width per head to the relative
+position bias, so those stay). A head's units: its q/k/v rows and proj columns, and its column of the v1
+``relative_position_bias_table``, or (v2) its row of the continuous position bias MLP's output layer, its
+``logit_scale`` and its q/v bias. Shares ``slicing`` with the ViT adapter; DIMAP's structured mode prunes
+the same units."""
 
 from __future__ import annotations
 
@@ -18,8 +21,15 @@ supports_latency_table = False
 
 def is_swin(model: nn.Module) -> bool:
     from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock
+    from timm.models.swin_transformer_v2 import SwinTransformerV2, SwinTransformerV2Block
 
-    return isinstance(model, SwinTransformer) and all(type(b) is SwinTransformerBlock for b in blocks_of(model))
+    v1 = isinstance(model, SwinTransformer) and all(type(b) is SwinTransformerBlock for b in blocks_of(model))
+    return v1 or (isinstance(model, SwinTransformerV2) and all(type(b) is SwinTransformerV2Block
+                                                                for b in blocks_of(model)))  # fmt: skip
+
+
+def _is_v2(attn: nn.Module) -> bool:
+    return hasattr(attn, "cpb_mlp")
 
 
 def blocks_of(model: nn.Module) -> list[nn.Module]:
@@ -51,14 +61,26 @@ def unit_sums(model: nn.Module, values: Callable[[torch.Tensor], torch.Tensor]) 
     sums: dict[Key, torch.Tensor] = {}
     for i, block in enumerate(blocks_of(model)):
         w, attn, mlp = _widths(block), block.attn, block.mlp
-        rows = values(attn.qkv.weight).sum(1) + (values(attn.qkv.bias) if attn.qkv.bias is not None else 0)
+        rows = values(attn.qkv.weight).sum(1) + _qkv_bias_values(attn, values)
         heads = rows.detach().float().view(3, w.heads, w.qk).sum(dim=(0, 2))
         heads += values(attn.proj.weight).sum(0).detach().float().view(w.heads, w.v).sum(1)
-        heads += values(attn.relative_position_bias_table).sum(0).detach().float()
+        heads += _position_values(attn, values)
         fc1 = values(mlp.fc1.weight).sum(1) + (values(mlp.fc1.bias) if mlp.fc1.bias is not None else 0)
         sums["heads", i] = heads
         sums["mlp", i] = (fc1 + values(mlp.fc2.weight).sum(0)).detach().float()
     return sums
+
+
+def _qkv_bias_values(attn: nn.Module, values) -> torch.Tensor | int:
+    if _is_v2(attn):
+        return 0 if attn.q_bias is None else torch.cat([values(attn.q_bias), 0 * attn.q_bias, values(attn.v_bias)])
+    return values(attn.qkv.bias) if attn.qkv.bias is not None else 0
+
+
+def _position_values(attn: nn.Module, values) -> torch.Tensor:
+    if _is_v2(attn):
+        return (values(attn.cpb_mlp[-1].weight).sum(1) + values(attn.logit_scale).flatten()).detach().float()
+    return values(attn.relative_position_bias_table).sum(0).detach().float()
 
 
 @torch.no_grad()
@@ -76,8 +98,23 @@ def _slice_heads(attn: nn.Module, heads: torch.Tensor, *, head_dim: int) -> None
     rows = torch.cat([per_head + part * attn.num_heads * head_dim for part in range(3)])
     slice_linear(attn.qkv, rows=rows)
     slice_linear(attn.proj, cols=per_head)
-    slice_param(attn, "relative_position_bias_table", heads, axis=1)
+    if _is_v2(attn):
+        _slice_v2_heads(attn, heads, per_head)
+    else:
+        slice_param(attn, "relative_position_bias_table", heads, axis=1)
     attn.num_heads = len(heads)
+
+
+def _slice_v2_heads(attn: nn.Module, heads: torch.Tensor, per_head: torch.Tensor) -> None:
+    from vitopt.pruning.swin2_attention import PrunedWindowAttentionV2
+
+    slice_linear(attn.cpb_mlp[-1], rows=heads)
+    slice_param(attn, "logit_scale", heads, axis=0)
+    if attn.q_bias is not None:
+        slice_param(attn, "q_bias", per_head, axis=0)
+        slice_param(attn, "v_bias", per_head, axis=0)
+        attn.k_bias = attn.k_bias[per_head]
+    attn.__class__ = PrunedWindowAttentionV2  # timm's forward assumes heads x width == block width
 
 
 def blocks_cost(model: nn.Module, widths: Widths, kind: str) -> float:
@@ -88,10 +125,17 @@ def blocks_cost(model: nn.Module, widths: Widths, kind: str) -> float:
         dim, tokens, area = block.attn.qkv.in_features, _tokens(block), block.attn.window_area
         inner = w.heads * w.qk
         params = dim * 3 * inner + 3 * inner + inner * dim + dim + 2 * dim * w.mlp + w.mlp + dim + 4 * dim
-        params += block.attn.relative_position_bias_table.shape[0] * w.heads
+        params += _position_params(block.attn) * w.heads
         macs = tokens * (dim * 3 * inner + inner * dim + 2 * dim * w.mlp) + tokens * area * 2 * inner
         total += params if kind == "params" else 2 * macs
     return total
+
+
+def _position_params(attn: nn.Module) -> int:
+    """Parameters per head outside q/k/v and proj: v1's bias table column; v2's bias MLP row and logit scale."""
+    if _is_v2(attn):
+        return attn.cpb_mlp[-1].in_features + 1
+    return attn.relative_position_bias_table.shape[0]
 
 
 def _tokens(block: nn.Module) -> int:
