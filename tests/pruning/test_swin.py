@@ -84,3 +84,25 @@ def test_a_swin_prunes_to_a_flops_budget_and_refuses_a_latency_one(cifar_dir, tm
                                                                                   "latency": 0.5}}]))  # fmt: skip
     with pytest.raises(UnsupportedOptionError, match="latency tables"):
         compress(model=model, recipe=latency, out_dir=tmp_path / "lat", data=cifar_dir)
+
+
+def test_swin_v2_heads_slice_exactly_with_their_position_bias_and_logit_scale():
+    """v2: cosine attention (zeroed q/k still attend), so a head is silenced through its proj columns;
+    slicing it also slices the continuous position bias MLP's output row, logit_scale and q/v bias."""
+    torch.manual_seed(0)
+    model = timm.create_model("swinv2_tiny_window8_256", **{**SWIN, "img_size": 32}).eval()
+    family = family_for(model)
+    keeps = []
+    for block in family.blocks_of(model):
+        heads, head_dim = block.attn.num_heads, block.attn.qkv.out_features // (3 * block.attn.num_heads)
+        block.attn.proj.weight.data[:, :head_dim] = 0  # head 0 of every block contributes nothing
+        keeps.append({"heads": torch.arange(1, heads), "qk": torch.arange(head_dim), "v": torch.arange(head_dim),
+                      "mlp": torch.arange(block.mlp.fc1.out_features)})  # fmt: skip
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        after = family.slice_model(model, Keep(emb=torch.arange(32), blocks=tuple(keeps)))(x)
+    assert torch.allclose(before, after, atol=1e-5, rtol=0), (before - after).abs().max()
+    attn = family.blocks_of(model)[2].attn
+    assert attn.num_heads == 3 and attn.logit_scale.shape[0] == 3 and attn.cpb_mlp[-1].out_features == 3
+    assert attn.q_bias.shape[0] == 3 * 16 and attn.k_bias.shape[0] == 3 * 16

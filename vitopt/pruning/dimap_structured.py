@@ -29,7 +29,12 @@ def prune_structured(module: nn.Module, *, options) -> tuple[nn.Module, dict[str
     kept = dimap.structured_keep(scores, fraction=fraction, **rule)
     family.slice_model(module, _keep(before, kept))
     after = family.read_widths(module)
+    budget = "given" if options.sparsity is not None else "searched for " + (
+        f"params {options.params}" if options.params is not None else f"flops {options.flops}")
+    summary = (f"Data-free: {fraction:.1%} of the heads and of the MLP units removed (one sparsity for both, "
+               f"{budget} of the original), lowest summed importance first across blocks.")
     return module, {"mode": "structured", "unit_sparsity": round(fraction, 4), "family": family.name,
+                    "criterion": "DIMAP module-aware importance, data-free", "summary": summary,
                     "widths_before": before.to_dict(), "widths_after": after.to_dict()}  # fmt: skip
 
 

@@ -31,7 +31,9 @@ def markdown(report: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for p in pruning_passes(report):
         d = p["details"]
-        lines += ["", f"## Pruning ({p['name']}, {d['criterion']} saliency)", "", _budget_line(report, d), ""]
+        nvit = "budget" in d  # NViT's closed-loop budget; DIMAP states its own rule in `summary`
+        title = f"{d['criterion']} saliency" if nvit else d["criterion"]
+        lines += ["", f"## Pruning ({p['name']}, {title})", "", _budget_line(report, d) if nvit else d["summary"], ""]
         if report.get("plot"):
             lines += [f"![widths per block before and after]({report['plot']})", ""]
         lines += _widths_table(Widths.from_dict(d["widths_before"]), Widths.from_dict(d["widths_after"]))

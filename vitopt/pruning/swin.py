@@ -122,7 +122,7 @@ def blocks_cost(model: nn.Module, widths: Widths, kind: str) -> float:
     count and window area."""
     total = 0.0
     for block, w in zip(blocks_of(model), widths.blocks, strict=True):
-        dim, tokens, area = block.attn.qkv.in_features, _tokens(block), block.attn.window_area
+        dim, tokens, area = block.attn.qkv.in_features, _tokens(block), _window_area(block.attn)
         inner = w.heads * w.qk
         params = dim * 3 * inner + 3 * inner + inner * dim + dim + 2 * dim * w.mlp + w.mlp + dim + 4 * dim
         params += _position_params(block.attn) * w.heads
@@ -136,6 +136,11 @@ def _position_params(attn: nn.Module) -> int:
     if _is_v2(attn):
         return attn.cpb_mlp[-1].in_features + 1
     return attn.relative_position_bias_table.shape[0]
+
+
+def _window_area(attn: nn.Module) -> int:
+    height, width = attn.window_size
+    return height * width
 
 
 def _tokens(block: nn.Module) -> int:

@@ -50,6 +50,9 @@ class CoreMLOptions(BaseModel):
     source: Literal["auto", "export", "trace"] = "auto"
     author: str = "vitopt"
     license: str | None = None
+    # Weights that are mostly zeros (DIMAP unstructured) stored as coremltools' sparse representation (a bit
+    # mask plus the non-zero values); "auto": when any weight matrix of the model is at least 30% zeros.
+    sparse_weights: Literal["auto", "always", "never"] = "auto"
 
 
 class PixelsToOutputs(nn.Module):
@@ -76,6 +79,8 @@ class CoreMLExporter(Exporter):
         wrapped = PixelsToOutputs(module.eval(), spec=spec, softmax=self.options.classifier).eval()
         mlmodel, details = self._convert(ct, wrapped, spec=spec)
         self._describe(mlmodel, spec=spec, parameters=sum(p.numel() for p in module.parameters()))
+        if self.options.sparse_weights == "always" or (self.options.sparse_weights == "auto" and mostly_zero(module)):
+            mlmodel, details["sparse_weights"] = store_sparse(ct, mlmodel)
         path = staging / self.artifact_name()
         mlmodel.save(str(path))
         details |= {"compute_precision": self.precision, "target": self.options.minimum_deployment_target,
@@ -124,6 +129,25 @@ class CoreMLExporter(Exporter):
         mlmodel.input_description[COREML_INPUT] = f"{width}x{height} image; normalised inside the model"
         metadata = artifact_metadata(spec, provenance=self.provenance) | {PARAMETERS_KEY: str(parameters)}
         mlmodel.user_defined_metadata.update(metadata)
+
+
+SPARSE_FROM = 0.3  # a tensor with at least this fraction of zeros is stored sparse
+
+
+def mostly_zero(module: nn.Module) -> bool:
+    weights = [p for p in module.parameters() if p.ndim >= 2 and p.numel() >= 2048]
+    return any(float((w == 0).float().mean()) >= SPARSE_FROM for w in weights)
+
+
+def store_sparse(ct, mlmodel) -> tuple:
+    """The zeros already in the weights kept as sparse tensors (coremltools' optimize API; the threshold
+    only finds exact zeros, so nothing is pruned here)."""
+    from coremltools.optimize import coreml as optimize
+
+    config = optimize.OpThresholdPrunerConfig(threshold=1e-12, minimum_sparsity_percentile=SPARSE_FROM,
+                                              weight_threshold=2048)  # fmt: skip
+    sparse = optimize.prune_weights(mlmodel, config=optimize.OptimizationConfig(global_config=config))
+    return sparse, {"min_zero_fraction": SPARSE_FROM, "representation": "coremltools sparse (bit mask + values)"}
 
 
 def _quiet_convert(ct, model, **kwargs):

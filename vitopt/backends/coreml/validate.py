@@ -44,8 +44,12 @@ class _Package:
         self.operations = list(main.operations)
 
     def compressed(self) -> list:
-        """Weights stored compressed (int8 or a palette), expanded by a constexpr op at load time."""
+        """Weights stored compressed (int8, a palette or sparse), expanded by a constexpr op at load time."""
         return [op for op in self.operations if op.op_type.startswith("constexpr_")]
+
+    def lossy(self) -> list:
+        """Compressed weights whose values changed (int8, palettes); sparse storage of zeros is exact."""
+        return [op for op in self.compressed() if op.op_type != "constexpr_sparse_to_dense"]
 
     def weights(self) -> list[np.ndarray]:
         return [v for v in (op.outputs[0].val for op in self.operations if op.op_type == "const")
@@ -115,14 +119,14 @@ def _precision(package: _Package, *, precision: str, **_) -> str:
     weight_types = {str(w.dtype) for w in package.weights()}
     computed = [op for op in package.operations if not op.op_type.startswith(("const", "constexpr_"))
                 and any(types.is_tensor(v.sym_type) and v.dtype == types.fp16 for v in op.outputs)]  # fmt: skip
-    compressed = package.compressed()
+    compressed, lossy = package.compressed(), package.lossy()
     compute = "fp32" if precision == "fp32" else "fp16"  # weight-compressed packages compute in fp16
     if weight_types - {{"fp16": "float16", "fp32": "float32"}[compute]}:
         raise VerificationError(f"{precision} package holds {sorted(weight_types)} weights")
     if (compute == "fp16") != bool(computed):
         raise VerificationError(f"{precision} package computes {len(computed)} ops in fp16")
-    if (precision not in ("fp16", "fp32")) != bool(compressed):
-        raise VerificationError(f"{precision} package holds {len(compressed)} compressed weight tensors")
+    if (precision not in ("fp16", "fp32")) != bool(lossy):
+        raise VerificationError(f"{precision} package holds {len(lossy)} compressed weight tensors")
     stored = f", {len(compressed)} compressed weight tensors" if compressed else ""
     return f"{precision} weights{stored}" + (f", {len(computed)} ops in fp16" if computed else ", fp32 compute")
 
