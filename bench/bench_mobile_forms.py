@@ -46,7 +46,8 @@ def report(name: str, *, threads: int, min_time_s: float) -> None:
         settings = BenchSettings(warmup=10, min_runs=50, min_time_s=min_time_s, threads=threads, batch_size=1)
         stats = measure_interleaved({k: (lambda r=r: r.run(x)) for k, r in runners.items()}, settings=settings)
         base = stats["as exported"].p50
-        print(f"\n{name}: form | max|diff| | NNAPI partitions/coverage/verdict | CoreML MLProgram | ORT CPU p50 ms (ratio)")
+        print(f"\n{name}: form | max|diff| | NNAPI partitions/coverage/verdict | CoreML MLProgram "
+              "| ORT CPU p50 ms (ratio)")
         for key, path in paths.items():
             diff = parity(paths["as exported"], path, images=x.repeat(4, axis=0), tolerance=1e-3)["max_abs_diff"]
             check = usability(path)

@@ -91,11 +91,12 @@ def test_the_pass_reads_no_data(monkeypatch, mode):
     assert result.details["finetune"] == {"ran": False, "why": "no --data given"}
 
 
+@pytest.mark.parametrize("rank", ["cost", "equal"])
 @pytest.mark.parametrize("arch", [SWIN_V1, SWIN_V2], ids=["swin-v1", "swin-v2"])
-def test_structured_meets_a_flops_target(arch):
+def test_structured_meets_a_flops_target(arch, rank):
     model = swin(arch)
     before = model_cost(model, input_size=(3, 32, 32)).flops
-    pruned = dimap(copy.deepcopy(model), mode="structured", flops=0.5).module
+    pruned = dimap(copy.deepcopy(model), mode="structured", flops=0.5, rank=rank).module
     ratio = model_cost(pruned, input_size=(3, 32, 32)).flops / before
     assert 0.45 < ratio <= 0.505
     assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)

@@ -37,8 +37,8 @@ def require_data(context: PassContext, *, pass_name: str) -> Path:
 
 def finetune(module: nn.Module, *, context: PassContext, options: FinetuneOptions, out_dir: Path, epochs: int,
              images_per_epoch: int | None = None, seed_offset: int = 0, eval_limit: int = 500) -> dict:  # fmt: skip
+    """Train ``module`` in place; with --resume, from ``out_dir``'s checkpoint when one is there."""
     images_per_epoch = images_per_epoch or options.images_per_epoch
-    """Train ``module`` in place; resumes from ``out_dir``'s checkpoint when one is there."""
     from vitopt.environment import native_bf16
 
     config = TrainConfig(
@@ -51,7 +51,8 @@ def finetune(module: nn.Module, *, context: PassContext, options: FinetuneOption
     student = LoadedModel(module=module, spec=context.spec, source="pass", weights="pass", notices=[])
     teacher = LoadedModel(module=context.teacher, spec=context.spec, source="teacher", weights="", notices=[])
     out_dir.mkdir(parents=True, exist_ok=True)
-    resume = (out_dir / STATE_FILE).is_file()  # this pass owns the folder: continue it or start it over
+    # this pass owns the folder: continue it with --resume, else start over (it may hold another model's run)
+    resume = context.resume and (out_dir / STATE_FILE).is_file()
     summary = fit(model=student, data=require_data(context, pass_name="finetune"), out_dir=out_dir, config=config,
                   teacher=teacher, resume=resume, overwrite=not resume, show_progress=True)  # fmt: skip
     module.eval()
