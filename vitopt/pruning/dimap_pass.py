@@ -31,6 +31,9 @@ class DimapOptions(PassOptions):
     flops: float | None = Field(None, gt=0, lt=1)  # fraction of the model's FLOPs to keep (structured)
     modules: dict[str, list[str]] = Field(default_factory=lambda: dict(dimap.DEFAULT_MODULES))  # glob patterns
     rank: Literal["cost", "equal"] = "cost"  # structured, params/flops target: see dimap_structured.py
+    # rank: cost: every block keeps at least this fraction of its heads and of its MLP units (removing
+    # only the cheapest-per-FLOP units can leave the memory-bound attention untouched: see the README)
+    min_keep: float = Field(0.0, ge=0, lt=1)
     min_heads: int = Field(1, ge=1)
     mlp_multiple: int = Field(8, ge=1)  # MLP widths stay multiples of this (vector units like round widths)
     finetune: FinetuneOptions = Field(default_factory=lambda: FinetuneOptions(epochs=0))  # runs with --data

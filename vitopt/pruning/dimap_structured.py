@@ -14,6 +14,7 @@ early MLPs, so an equal fraction strips cheap, useful heads to reach a FLOPs tar
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -77,16 +78,15 @@ class Budget:
 
 def _by_cost(scores: dict, budget: Budget, options) -> Kept:
     """Chunks (one head, or ``mlp_multiple`` MLP units) in increasing order of normalised importance per
-    cost saved, removed until the budget holds; a block keeps ``min_heads`` and one MLP chunk."""
+    cost saved, removed until the budget holds; a block keeps ``min_heads``, one MLP chunk and ``min_keep``."""
     totals = {dim: sum(float(v.sum()) for k, v in scores.items() if k[0] == dim) for dim in ("heads", "mlp")}
     chunks = [c for key in scores for c in _chunks(key, scores[key], budget, options, totals[key[0]])]
     removed: dict[tuple[str, int], list[int]] = {key: [] for key in scores}
-    floors = {"heads": options.min_heads, "mlp": options.mlp_multiple}
     left = budget.whole
     for _, key, units, cost in sorted(chunks, key=lambda c: c[0]):
         if left <= budget.target * budget.whole:
             break
-        if len(scores[key]) - len(removed[key]) - len(units) >= floors[key[0]]:
+        if len(scores[key]) - len(removed[key]) - len(units) >= _floor(key, len(scores[key]), options):
             removed[key] += units
             left -= cost
     if left > budget.target * budget.whole:
@@ -94,6 +94,11 @@ def _by_cost(scores: dict, budget: Budget, options) -> Kept:
                                      f"units (at most down to {left / budget.whole:.2f})",
                                      hint="ask for a larger fraction")  # fmt: skip
     return {key: _without(len(v), removed[key]) for key, v in scores.items()}
+
+
+def _floor(key: tuple[str, int], units: int, options) -> int:
+    least = options.min_heads if key[0] == "heads" else options.mlp_multiple
+    return max(least, math.ceil(options.min_keep * units))
 
 
 def _chunks(key, score: torch.Tensor, budget: Budget, options, total: float) -> list:

@@ -146,18 +146,29 @@ def store_sparse(ct, mlmodel) -> tuple:
 
     config = optimize.OpThresholdPrunerConfig(threshold=1e-12, minimum_sparsity_percentile=SPARSE_FROM,
                                               weight_threshold=2048)  # fmt: skip
-    sparse = optimize.prune_weights(mlmodel, config=optimize.OptimizationConfig(global_config=config))
+    with _quiet():  # it names every tensor it leaves dense
+        sparse = optimize.prune_weights(mlmodel, config=optimize.OptimizationConfig(global_config=config))
     return sparse, {"min_zero_fraction": SPARSE_FROM, "representation": "coremltools sparse (bit mask + values)"}
 
 
 def _quiet_convert(ct, model, **kwargs):
     """``ct.convert`` without its progress bars (four tqdm bars on stderr per conversion, which
     would interleave with vitopt's own progress); what it printed goes to the debug log."""
-    captured = io.StringIO()
+    with _quiet():
+        return ct.convert(model, **kwargs)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """coremltools' progress bars (stderr) and per-op notices (its logger) into vitopt's debug log."""
+    captured, logger = io.StringIO(), logging.getLogger("coremltools")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stderr(captured):
-            return ct.convert(model, **kwargs)
+            yield
     finally:
+        logger.setLevel(level)
         log.debug("coremltools: %s", captured.getvalue()[-2000:])
 
 
