@@ -48,4 +48,51 @@ def test_swin_rewritten_is_the_same_function():
 
 def test_a_model_without_the_patterns_is_left_alone():
     _, log = prepare_program(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)).eval(), example=torch.randn(1, 3, 2, 2))
-    assert not log.changed and log.counts() == {"aliases_dropped": 0, "rolls_as_slices": 0, "permutes_lowered": 0}
+    assert not log.changed and not any(log.counts().values())
+
+
+class Resize(nn.Module):
+    """A bicubic resize (coremltools has no converter for it), as timm's position-embedding resampling does."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__()
+        self.kwargs = kwargs
+
+    def forward(self, x):
+        return torch.nn.functional.interpolate(x * 2, mode="bicubic", **self.kwargs) + 1
+
+
+@pytest.mark.parametrize("kwargs", [{"size": (11, 5), "align_corners": False}, {"size": (3, 17), "align_corners": True},
+                                    {"scale_factor": 2.0, "align_corners": False},
+                                    {"scale_factor": (0.5, 1.5), "align_corners": False}])  # fmt: skip
+def test_bicubic_resize_becomes_matmuls_within_float_rounding(kwargs):
+    module, x = Resize(**kwargs).eval(), torch.randn(2, 3, 7, 9)
+    program, log = prepare_program(module, example=x)
+    assert log.resizes_as_matmuls == 1
+    assert not any("bicubic" in str(n.target) for n in program.graph.nodes if n.op == "call_function")
+    assert torch.allclose(program.module()(x), module(x), atol=1e-5, rtol=0)
+
+
+class ResizingClassifier(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4 * 12 * 12, 5)
+
+    def forward(self, x):
+        return self.head(torch.nn.functional.interpolate(self.conv(x), size=(12, 12), mode="bicubic").flatten(1))
+
+
+@pytest.mark.coreml
+def test_a_model_with_a_bicubic_resize_converts_to_core_ml(tmp_path):
+    from vitopt.convertibility import check_targets
+    from vitopt.formats import FORMATS
+    from vitopt.spec import ModelSpec
+
+    module, spec = ResizingClassifier().eval(), ModelSpec(name="resizing", input_size=(3, 8, 8), num_classes=5)
+    (finding,) = [f for f in check_targets(module=module, spec=spec, targets=["coreml"])["coreml"]
+                  if "bicubic" in f.op]  # fmt: skip
+    assert finding.rewrite and "matmul" in finding.rewrite  # a rewrite, not a blocker
+    fmt = FORMATS.get("coreml")
+    artifact = fmt.exporter_class()(fmt=fmt, precision="fp32", options={}).export(module, spec=spec, staging=tmp_path,
+                                                                                  calibration=None)  # fmt: skip
+    fmt.validator_function()(artifact.main, spec=spec, precision="fp32")

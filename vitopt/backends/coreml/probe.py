@@ -21,7 +21,10 @@ REWRITES = {
     "permutes_lowered": (f"rank > {MAX_RANK} reshape/permute", f"Core ML rejects tensors above rank {MAX_RANK} "
                          "(on the device, not at conversion)", "dims that move together merged: same elements "
                          f"in the same order at rank <= {MAX_RANK}"),
+    "resizes_as_matmuls": ("aten.upsample_bicubic2d", "coremltools has no converter for it",
+                           "two matmuls with constant interpolation matrices (exact for a fixed-size input)"),
 }  # fmt: skip
+REWRITTEN = ("aten.alias", "aten.roll", "aten.upsample_bicubic2d")
 
 
 def probe(program, *, spec: ModelSpec) -> list[Finding]:
@@ -30,7 +33,7 @@ def probe(program, *, spec: ModelSpec) -> list[Finding]:
 
     unsupported: dict[str, list] = defaultdict(list)
     for node, name in aten_nodes(program):
-        if name not in ("aten.alias", "aten.roll") and not is_torch_fx_node_supported(node):
+        if name not in REWRITTEN and not is_torch_fx_node_supported(node):
             unsupported[name].append(node)
     found = [Finding(target="coreml", op=name, detail=f"coremltools has no converter: {summarise(nodes)}")
              for name, nodes in sorted(unsupported.items())]  # fmt: skip

@@ -6,7 +6,8 @@ input dims move in adjacent runs only needs one dim per run, so ``view(B, nH, wh
 -> permute(0, 1, 3, 2, 4, 5)`` becomes ``reshape(B*nH, wh, nW, ww*C) -> permute(0, 2, 1, 3)``:
 the same elements in the same order, at rank 4. ``torch.roll`` (shifted windows) becomes
 slice + concat with static sizes instead of coremltools' gather over computed indices, and
-``aten.alias`` (which coremltools 9 has no converter for) is dropped.
+``aten.alias`` (which coremltools 9 has no converter for) is dropped, and a bicubic resize (no
+converter either) becomes two matmuls with constant interpolation matrices (``resize``).
 
 The rewrites edit an unlifted graph in place; :func:`prepare_program` then exports it again,
 so every node has fresh shape metadata and the result is checked end to end by the exporter.
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx, nn
 
+from vitopt.backends.coreml.resize import RESIZES, resize_as_matmuls
 from vitopt.convertibility import export_aten
 
 aten = torch.ops.aten
@@ -33,15 +35,16 @@ class RewriteLog:
     aliases_dropped: int = 0
     rolls_as_slices: int = 0
     permutes_lowered: int = 0
+    resizes_as_matmuls: int = 0
     above_rank_5: list[str] = field(default_factory=list)  # nodes still above rank 5 afterwards
 
     @property
     def changed(self) -> bool:
-        return bool(self.aliases_dropped or self.rolls_as_slices or self.permutes_lowered)
+        return bool(self.aliases_dropped or self.rolls_as_slices or self.permutes_lowered or self.resizes_as_matmuls)
 
     def counts(self) -> dict[str, int]:
         return {"aliases_dropped": self.aliases_dropped, "rolls_as_slices": self.rolls_as_slices,
-                "permutes_lowered": self.permutes_lowered}  # fmt: skip
+                "permutes_lowered": self.permutes_lowered, "resizes_as_matmuls": self.resizes_as_matmuls}  # fmt: skip
 
 
 def prepare_program(module: nn.Module, *, example: torch.Tensor) -> tuple[torch.export.ExportedProgram, RewriteLog]:
@@ -72,6 +75,8 @@ def rewrite_graph(graph_module: fx.GraphModule) -> RewriteLog:
             log.rolls_as_slices += _roll_as_slices(graph, node)
         elif node.target == aten.permute.default:
             log.permutes_lowered += _lower_permute(graph, node)
+        elif node.target in RESIZES:
+            log.resizes_as_matmuls += resize_as_matmuls(graph_module, node)
     graph.eliminate_dead_code()
     log.above_rank_5 = [node.name for node in graph.nodes if _rank(node) > MAX_RANK and not node.meta.get("lowered")]
     return log
