@@ -96,3 +96,56 @@ def test_a_model_with_a_bicubic_resize_converts_to_core_ml(tmp_path):
     artifact = fmt.exporter_class()(fmt=fmt, precision="fp32", options={}).export(module, spec=spec, staging=tmp_path,
                                                                                   calibration=None)  # fmt: skip
     fmt.validator_function()(artifact.main, spec=spec, precision="fp32")
+
+
+class ScatteredPermute(nn.Module):
+    """A rank-6/7 view permuted so that no two dims move together (more than five runs)."""
+
+    def __init__(self, shape: tuple[int, ...], perm: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape, self.perm = shape, perm
+
+    def forward(self, x):
+        return (x + 1).view(self.shape).permute(self.perm).reshape(x.shape[0], -1) * 2
+
+
+@pytest.mark.parametrize(("shape", "perm"), [((2, 3, 2, 5, 2, 3), (5, 3, 1, 4, 0, 2)),
+                                             ((2, 2, 3, 2, 3, 2), (1, 0, 3, 2, 5, 4)),
+                                             ((2, 3, 2, 2, 3, 2, 2), (6, 4, 2, 0, 5, 3, 1))])  # fmt: skip
+def test_a_scattered_permute_above_rank_5_runs_as_rank_5_transpositions(shape, perm):
+    module, x = ScatteredPermute(shape, perm).eval(), torch.randn(shape[0], *shape[1:]).reshape(shape[0], -1)
+    program, log = prepare_program(module, example=x)
+    assert log.permutes_lowered == 1 and log.above_rank_5 == []
+    assert max(_rank(n) for n in program.graph.nodes) <= MAX_RANK
+    assert torch.equal(program.module()(x), module(x))
+
+
+def test_swaps_compose_to_the_permutation():
+    from vitopt.backends.coreml.transpositions import swaps_for
+
+    for perm in ([5, 3, 1, 4, 0, 2], [6, 4, 2, 0, 5, 3, 1], [0, 1, 2]):
+        order = list(range(len(perm)))
+        for i, j in swaps_for(perm):
+            order[i], order[j] = order[j], order[i]
+        assert order == perm
+
+
+class ScatteringClassifier(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scatter, self.head = ScatteredPermute((1, 3, 2, 4, 2, 4), (5, 3, 1, 4, 0, 2)), nn.Linear(192, 5)
+
+    def forward(self, x):
+        return self.head(self.scatter(x.reshape(x.shape[0], -1)))
+
+
+@pytest.mark.coreml
+def test_a_scattered_rank_6_permute_converts_and_validates(tmp_path):
+    from vitopt.formats import FORMATS
+    from vitopt.spec import ModelSpec
+
+    module, spec = ScatteringClassifier().eval(), ModelSpec(name="scatter", input_size=(3, 8, 8), num_classes=5)
+    fmt = FORMATS.get("coreml")
+    artifact = fmt.exporter_class()(fmt=fmt, precision="fp32", options={}).export(module, spec=spec, staging=tmp_path,
+                                                                                  calibration=None)  # fmt: skip
+    fmt.validator_function()(artifact.main, spec=spec, precision="fp32")  # checks no tensor above rank 5

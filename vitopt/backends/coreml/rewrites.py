@@ -22,6 +22,7 @@ import torch
 from torch import fx, nn
 
 from vitopt.backends.coreml.resize import RESIZES, resize_as_matmuls
+from vitopt.backends.coreml.transpositions import permute_by_swaps
 from vitopt.convertibility import export_aten
 
 aten = torch.ops.aten
@@ -114,8 +115,10 @@ def _lower_permute(graph: fx.Graph, permute: fx.Node) -> bool:
     perm = [d % len(shape) for d in permute.args[1]]
     runs = _adjacent_runs(perm)
     copies = _copies_until_reshape(permute)
-    if len(runs) > MAX_RANK or copies is None:
+    if copies is None:
         return False
+    if len(runs) > MAX_RANK:
+        return _permute_by_swaps(graph, permute, source, shape, runs, copies)
     by_input = sorted(runs, key=lambda run: run[0])
     with graph.inserting_after(source):
         merged = [math.prod(shape[d] for d in run) for run in by_input]
@@ -123,6 +126,20 @@ def _lower_permute(graph: fx.Graph, permute: fx.Node) -> bool:
     permute.args = (lowered, [by_input.index(run) for run in runs])
     for node in [permute, *copies]:
         node.meta["lowered"] = True  # its recorded rank-6 shape is stale until re-export
+    return True
+
+
+def _permute_by_swaps(graph: fx.Graph, permute: fx.Node, source: fx.Node, shape: list[int], runs: list[list[int]],
+                      copies: list[fx.Node]) -> bool:  # fmt: skip
+    """More than five runs: the permutation of the merged runs as a chain of rank <= 5 transpositions."""
+    by_input = sorted(runs, key=lambda run: run[0])
+    merged = [math.prod(shape[d] for d in run) for run in by_input]
+    with graph.inserting_before(permute):
+        flat = permute_by_swaps(graph, source.args[0], merged, [by_input.index(run) for run in runs])
+    permute.replace_all_uses_with(flat)
+    graph.erase_node(permute)
+    for node in copies:
+        node.meta["lowered"] = True
     return True
 
 
