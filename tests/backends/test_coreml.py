@@ -85,16 +85,20 @@ def test_validator_rejects_a_wrong_input_size_and_a_broken_package(tiny_vit, tmp
         validate_mlpackage(artifact.main, spec=tiny_vit.spec, precision="fp16")
 
 
-class _UnmergeableRank6(torch.nn.Module):
-    """A rank-6 permute whose dims all move apart: no merge brings it to rank 5."""
+class _Rank6Broadcast(torch.nn.Module):
+    """A rank-6 elementwise op with broadcasting: no rewrite lowers it yet (a permute would be)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.rand(1, 2, 1, 2, 1, 1))
 
     def forward(self, x):
-        y = x.reshape(x.shape[0], 2, 2, 2, 2, -1).permute(5, 3, 1, 4, 2, 0)
+        y = x.reshape(x.shape[0], 2, 2, 2, 2, -1) * self.scale
         return y.reshape(x.shape[0], -1)[:, :10]
 
 
-def test_a_rank_6_pattern_that_cannot_be_merged_is_a_blocker_and_fails_export(tiny_vit, tmp_path):
-    model = dataclasses.replace(tiny_vit, module=_UnmergeableRank6())
+def test_a_rank_6_pattern_no_rewrite_lowers_is_a_blocker_and_fails_export(tiny_vit, tmp_path):
+    model = dataclasses.replace(tiny_vit, module=_Rank6Broadcast())
     (finding,) = check_targets(module=model.module, spec=model.spec, targets=["coreml"])["coreml"]
     assert finding.blocking and finding.op == "tensor rank > 5"
     with pytest.raises(ExportError, match="above rank 5"):

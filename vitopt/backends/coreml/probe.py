@@ -44,5 +44,6 @@ def probe(program, *, spec: ModelSpec) -> list[Finding]:
             found.append(Finding(target="coreml", op=op, detail=f"{count} call(s); {why}", rewrite=rewrite))
     if log.above_rank_5:
         found.append(Finding(target="coreml", op=f"tensor rank > {MAX_RANK}", detail=", ".join(log.above_rank_5[:5])
-                             + f": no merge of adjacent dims brings these to rank {MAX_RANK}"))  # fmt: skip
+                             + f": no rewrite brings these to rank {MAX_RANK} (permutes of any rank are lowered; "
+                             "rank > 5 elementwise and broadcasting ops are not yet)"))  # fmt: skip
     return found
