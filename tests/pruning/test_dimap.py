@@ -137,3 +137,16 @@ def test_unstructured_weights_are_stored_sparse_in_core_ml(tmp_path):
         sizes[name] = artifact.size_bytes
         assert ("sparse_weights" in artifact.details) == (name == "pruned")
     assert sizes["pruned"] < 0.85 * sizes["dense"]
+
+
+@pytest.mark.onnx
+def test_an_unstructured_run_saves_the_zeroed_model_beside_the_artifacts(tmp_path):
+    model = load_model(name=SWIN_V1[0], model_kwargs=SWIN_V1[1])
+    recipe = parse_recipe(fast_recipe_dict(passes=[{"name": "dimap", "options": {"sparsity": 0.5}}]))
+    report = compress(model=model, recipe=recipe, out_dir=tmp_path / "out")
+    saved = load_model(name=report["pytorch_model"])
+    zeros = sum(int((p == 0).sum()) for p in saved.module.parameters() if p.ndim >= 2)
+    assert zeros >= report["passes"][0]["details"]["params"] - report["passes"][0]["details"]["nonzero_params"]
+    x = torch.randn(2, 3, 32, 32)
+    pruned = dimap(copy.deepcopy(model.module), sparsity=0.5).module
+    assert torch.allclose(saved.module(x), pruned(x), atol=1e-6)

@@ -23,7 +23,8 @@ def is_saved_model(path: str | Path) -> bool:
 
 
 def save_if_restructured(module: nn.Module, *, model, staging: Path, out_dir: Path) -> str | None:
-    """Save ``module`` when a pass changed its widths; returns the folder, or None."""
+    """Save ``module`` when a pass changed its widths or zeroed weights (unstructured pruning); returns the
+    folder, or None."""
     from vitopt.pruning.families import family_for
 
     try:
@@ -31,13 +32,17 @@ def save_if_restructured(module: nn.Module, *, model, staging: Path, out_dir: Pa
     except UnsupportedOptionError:  # not a prunable family: nothing was pruned
         return None
     widths, before = family.read_widths(module), family.read_widths(model.module)
-    if widths == before:
+    if widths == before and _zeros(module) <= _zeros(model.module):
         return None
     folder = staging / FOLDER
     save_model(module, widths=widths.to_dict(), source=model.source, model_kwargs=model.model_kwargs,
                spec=model.spec, folder=folder)  # fmt: skip
     replace_path(folder, out_dir / FOLDER)
     return str(out_dir / FOLDER)
+
+
+def _zeros(module: nn.Module) -> int:
+    return sum(int((p == 0).sum()) for p in module.parameters() if p.ndim >= 2)
 
 
 def save_model(module: nn.Module, *, widths: dict, source: str, model_kwargs: dict, spec, folder: Path) -> None:
