@@ -6,10 +6,13 @@ Parts (``--parts``, default all):
                CIFAR-10 test top-1.
   reference    vitopt/swin-cifar10, unstructured 50%: top-1 with no fine-tune and after a 1-epoch KD fine-tune
                (the structured 50%-FLOPs + 2-epoch number is the acceptance command's report).
+  rules        structured at 50% of the FLOPs, no data and no fine-tune, per rule (rank: cost, rank: equal,
+               rank: cost with min_keep 0.25): vitopt/swin-cifar10 top-1 (use --eval-limit 2000 for the README's
+               numbers) and swin_tiny_patch4_window7_224's ONNX Runtime / OpenVINO speedup (interleaved, 8 s).
   speed        swin_tiny_patch4_window7_224 at 224 (random weights, no data): the shipped recipes through
                compress: structured 50% FLOPs on ONNX Runtime and OpenVINO (interleaved speedup vs the unpruned
                model) and artifact size per target per mode (dense, unstructured 50%, structured).
-Usage: .venv/bin/python bench/bench_dimap.py [--parts ablation reference speed] [--eval-limit N]
+Usage: .venv/bin/python bench/bench_dimap.py [--parts ablation reference rules speed] [--eval-limit N]
 """
 
 from __future__ import annotations
@@ -92,6 +95,28 @@ def reference(loader, base, work: Path) -> None:
     print(f"1-epoch KD fine-tune: {accuracy(predict=torch_predict(tuned), loader=loader)['top1']:.4f}")
 
 
+RULES = {"rank: cost": {"rank": "cost"}, "rank: equal": {"rank": "equal"},
+         "rank: cost, min_keep 0.25": {"rank": "cost", "min_keep": 0.25}}
+
+
+def rules(loader, base, work: Path) -> None:
+    from vitopt.pipeline import compress
+    from vitopt.recipe import parse_recipe
+
+    print("\n## structured rules at 50% FLOPs, no data, no fine-tune")
+    tiny = load_model(name="swin_tiny_patch4_window7_224")
+    for name, rule in RULES.items():
+        pruned = run_dimap(copy.deepcopy(base.module), mode="structured", flops=0.5, **rule)
+        top1 = accuracy(predict=torch_predict(pruned), loader=loader)["top1"]
+        recipe = parse_recipe({"version": 1, "name": "rule", "targets": [{"format": "onnx"}, {"format": "openvino"}],
+                               "passes": [{"name": "dimap", "options": {"mode": "structured", "flops": 0.5, **rule}}],
+                               "bench": {"warmup": 5, "min_runs": 60, "min_time_s": 8}})  # fmt: skip
+        report = compress(model=tiny, recipe=recipe, out_dir=work / name.replace(" ", "").replace(":", "-"))
+        speedups = ", ".join(f"{a['target']} {a['speedup']:.2f}x" for a in report["artifacts"])
+        params = report["compressed_model"]["params"]
+        print(f"{name:28s} reference top-1 {top1:.4f}  swin_tiny {speedups}  params {params}")
+
+
 def speed(work: Path) -> None:
     from vitopt.pipeline import compress
     from vitopt.recipes import resolve_recipe
@@ -111,7 +136,7 @@ def speed(work: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--parts", nargs="+", default=["ablation", "reference", "speed"])
+    parser.add_argument("--parts", nargs="+", default=["ablation", "reference", "rules", "speed"])
     parser.add_argument("--eval-limit", type=int, default=None)
     args = parser.parse_args()
     print(summary_line(describe_environment(threads=default_threads())))
@@ -120,7 +145,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for part in args.parts:
             {"ablation": lambda: ablation(loader, base), "reference": lambda: reference(loader, base, Path(tmp)),
-             "speed": lambda: speed(Path(tmp))}[part]()  # fmt: skip
+             "rules": lambda: rules(loader, base, Path(tmp)), "speed": lambda: speed(Path(tmp))}[part]()  # fmt: skip
 
 
 if __name__ == "__main__":

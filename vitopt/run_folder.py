@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -37,14 +38,12 @@ def check_output_folder(out_dir: str | Path) -> Path:
     if out.is_dir() and any(out.iterdir()) and not is_run_folder(out):
         raise InputError(f"--out {str(out_dir)!r} holds files vitopt did not write (no vitopt report.json)",
                          hint="compress replaces its output folder whole: pick a new or empty folder")  # fmt: skip
-    _require_writable(_existing_ancestor(out.parent))
+    _require_writable(existing_ancestor(out.parent))
     return out
 
 
 def is_run_folder(path: Path) -> bool:
     """A folder an earlier compress wrote: its report.json says so."""
-    import json
-
     try:
         return json.loads((path / "report.json").read_text()).get("schema", "").startswith("vitopt.report/")
     except (OSError, ValueError, AttributeError):
@@ -66,7 +65,8 @@ def _refuse_files_in_the_way(out: Path) -> None:
                              hint="pick a folder path for --out")  # fmt: skip
 
 
-def _existing_ancestor(path: Path) -> Path:
+def existing_ancestor(path: Path) -> Path:
+    """``path`` or its nearest parent that exists (where a new folder or file would be created)."""
     while not path.exists():
         path = path.parent
     return path
@@ -79,7 +79,7 @@ def _require_writable(folder: Path) -> None:
 
 def check_free_space(out: Path, *, needed_bytes: int) -> None:
     """Refuse a run whose artifacts cannot fit: cheaper to say now than after an hour of passes."""
-    free = shutil.disk_usage(_existing_ancestor(out)).free
+    free = shutil.disk_usage(existing_ancestor(out)).free
     if free < needed_bytes:
         raise InputError(f"not enough free space for --out {str(out)!r}: about {needed_bytes / 2**20:.0f} MiB "
                          f"needed, {free / 2**20:.0f} MiB free",

@@ -92,9 +92,9 @@ def check_output_file(path: Path | None, *, flag: str) -> None:
         return
     if path.is_dir():
         raise InputError(f"{flag} {str(path)!r} is a folder", hint=f"{flag} takes a file path, e.g. result.json")
-    parent = path.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
+    from vitopt.run_folder import existing_ancestor
+
+    parent = existing_ancestor(path.absolute().parent)
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {flag} {str(path)!r}: {str(parent)!r} is not a writable folder",
                          hint=f"pick another path for {flag}")  # fmt: skip

@@ -11,9 +11,8 @@ pruned makes the model's fraction differ from the modules'.
 
 Structured mode scores a unit (a head: its q/k/v rows and proj columns, and its position-bias weights; an
 MLP unit: its fc1 row and fc2 column) by the sum of its weights' Imp, each weight scored within its own
-layer; heads compete with heads and MLP units with MLP units, across all blocks. Measured on the Swin
-reference (CIFAR-10, 2,000 test images, no fine-tune, 50% of the FLOPs): the sum kept 0.587 top-1 where
-the mean per weight kept 0.555 (the mean, ~ln(n)/n in a layer of n weights, strips the late stages).
+layer; heads compete with heads and MLP units with MLP units, across all blocks. Not the mean per weight:
+mean Imp falls like ln(n)/n in a layer of n weights, so a mean strips the late stages for their size.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ Two rules decide how many units each module loses:
 - ``rank: equal``: the same fraction of heads and of MLP units, lowest score first across blocks (a
   params/FLOPs target searches that fraction).
 Measured on the Swin reference at 50% of the FLOPs, no fine-tune, 2,000 CIFAR-10 test images: top-1 0.631
-with ``cost`` against 0.587 with ``equal``: a Swin's late-stage heads see 16x fewer tokens than its
-early MLPs, so an equal fraction strips cheap, useful heads to reach a FLOPs target.
+with ``cost`` against 0.587 with ``equal`` (``bench/bench_dimap.py --parts rules``): a Swin's late-stage
+heads see 16x fewer tokens than its early MLPs, so an equal fraction strips cheap, useful heads to reach a
+FLOPs target.
 """
 
 from __future__ import annotations
