@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
-from vitopt.backends.coreml.rewrites import MAX_RANK, _rank, prepare_program
+from vitopt.backends.coreml.rank_lowering import MAX_RANK, rank_of
+from vitopt.backends.coreml.rewrites import prepare_program
 
 from .families import FAMILIES, load_family
 
@@ -31,8 +34,8 @@ class Windows(nn.Module):
 def test_windows_and_rolls_rewritten_give_identical_outputs(shifts):
     module, x = Windows(4, shifts).eval(), torch.randn(2, 8, 12, 5)
     program, log = prepare_program(module, example=x)
-    assert log.permutes_lowered == 2 and log.rolls_as_slices == 1 and log.above_rank_5 == []
-    assert max(_rank(n) for n in program.graph.nodes) <= MAX_RANK
+    assert log.rank_ops["aten.permute"] == 2 and log.rolls_as_slices == 1 and log.above_rank_5 == []
+    assert max(rank_of(n) for n in program.graph.nodes) <= MAX_RANK
     assert not any("roll" in str(n.target) for n in program.graph.nodes)
     assert torch.equal(program.module()(x), module(x))
 
@@ -54,22 +57,23 @@ def test_a_model_without_the_patterns_is_left_alone():
 class Resize(nn.Module):
     """A bicubic resize (coremltools has no converter for it), as timm's position-embedding resampling does."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, mode: str = "bicubic", **kwargs) -> None:
         super().__init__()
-        self.kwargs = kwargs
+        self.mode, self.kwargs = mode, kwargs
 
     def forward(self, x):
-        return torch.nn.functional.interpolate(x * 2, mode="bicubic", **self.kwargs) + 1
+        return torch.nn.functional.interpolate(x * 2, mode=self.mode, **self.kwargs) + 1
 
 
 @pytest.mark.parametrize("kwargs", [{"size": (11, 5), "align_corners": False}, {"size": (3, 17), "align_corners": True},
                                     {"scale_factor": 2.0, "align_corners": False},
                                     {"scale_factor": (0.5, 1.5), "align_corners": False}])  # fmt: skip
-def test_bicubic_resize_becomes_matmuls_within_float_rounding(kwargs):
-    module, x = Resize(**kwargs).eval(), torch.randn(2, 3, 7, 9)
+@pytest.mark.parametrize(("mode", "antialias"), [("bicubic", False), ("bicubic", True), ("bilinear", True)])
+def test_bicubic_and_antialiased_resizes_become_matmuls_within_float_rounding(kwargs, mode, antialias):
+    module, x = Resize(mode, antialias=antialias, **kwargs).eval(), torch.randn(2, 3, 7, 9)
     program, log = prepare_program(module, example=x)
     assert log.resizes_as_matmuls == 1
-    assert not any("bicubic" in str(n.target) for n in program.graph.nodes if n.op == "call_function")
+    assert not any("upsample" in str(n.target) for n in program.graph.nodes if n.op == "call_function")
     assert torch.allclose(program.module()(x), module(x), atol=1e-5, rtol=0)
 
 
@@ -115,8 +119,8 @@ class ScatteredPermute(nn.Module):
 def test_a_scattered_permute_above_rank_5_runs_as_rank_5_transpositions(shape, perm):
     module, x = ScatteredPermute(shape, perm).eval(), torch.randn(shape[0], *shape[1:]).reshape(shape[0], -1)
     program, log = prepare_program(module, example=x)
-    assert log.permutes_lowered == 1 and log.above_rank_5 == []
-    assert max(_rank(n) for n in program.graph.nodes) <= MAX_RANK
+    assert log.rank_ops["aten.permute"] == 1 and log.above_rank_5 == []
+    assert max(rank_of(n) for n in program.graph.nodes) <= MAX_RANK
     assert torch.equal(program.module()(x), module(x))
 
 
@@ -149,3 +153,59 @@ def test_a_scattered_rank_6_permute_converts_and_validates(tmp_path):
     artifact = fmt.exporter_class()(fmt=fmt, precision="fp32", options={}).export(module, spec=spec, staging=tmp_path,
                                                                                   calibration=None)  # fmt: skip
     fmt.validator_function()(artifact.main, spec=spec, precision="fp32")  # checks no tensor above rank 5
+
+
+class HighRankOps(nn.Module):
+    """Ops above rank 5 that are not reshape -> permute: broadcasting elementwise ops against a rank-6 or
+    rank-7 parameter and a low-rank tensor, softmax, a reduction, a slice, a permute of a computed (not
+    reshaped) tensor, an expand, a cat, then back to rank 2."""
+
+    def __init__(self, shape: tuple[int, ...], scale_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape = shape
+        self.scale = nn.Parameter(torch.rand(scale_shape) + 0.5)
+        self.bias = nn.Parameter(torch.randn(shape[-2], shape[-1]))
+        self.linear, self.norm = nn.Linear(shape[-1], shape[-1]), nn.LayerNorm(shape[-1])
+
+    def forward(self, x):
+        y = x.view(self.shape) * self.scale + self.bias  # rank-6/7 broadcasts (parameter and rank-2 tensor)
+        y = torch.where(y > 0, y, y * 0.1).softmax(dim=2)
+        y = self.norm(self.linear(y))  # over the last dim, with every leading dim a row
+        y = y.permute(*reversed(range(y.dim()))).contiguous()
+        y = y - y.mean(dim=(1, 3), keepdim=True).transpose(0, -1).transpose(0, -1)
+        y = torch.cat([y, y[..., :1].expand(*y.shape[:-1], 2)], dim=-1)
+        return y.sum(dim=-1).reshape(x.shape[0], -1)
+
+
+@pytest.mark.parametrize(("shape", "scale_shape"), [((2, 2, 3, 2, 2, 5), (1, 2, 1, 2, 1, 1)),
+                                                    ((2, 3, 2, 2, 3, 2, 4), (1, 3, 1, 2, 1, 2, 1)),
+                                                    ((2, 2, 2, 2, 2, 2, 2), (2, 1, 2, 1, 2, 1, 1))])  # fmt: skip
+def test_rank_6_and_7_ops_are_lowered_and_compute_exactly_the_same(shape, scale_shape):
+    module = HighRankOps(shape, scale_shape).eval()
+    x = torch.randn(shape[0], math.prod(shape[1:]))
+    program, log = prepare_program(module, example=x)
+    assert log.above_rank_5 == [] and max(rank_of(n) for n in program.graph.nodes) <= MAX_RANK
+    assert {"aten.mul", "aten.add", "aten.where", "aten.softmax", "aten.mean", "aten.cat"} <= set(log.rank_ops)
+    with torch.no_grad():
+        assert torch.equal(program.module()(x), module(x))
+
+
+def test_broadcast_dims_merge_by_pattern():
+    from vitopt.backends.coreml.rank_ops import broadcast_groups
+
+    # out [2,3,4,5,6,7]; operand broadcast over dims 1 and 4: runs {0}, {1}, {2,3}, {4}, {5}
+    assert broadcast_groups([2, 3, 4, 5, 6, 7], [[2, 1, 4, 5, 1, 7]]) == [[0], [1], [2, 3], [4], [5]]
+    # size-1 output dims hold no elements: they join no run
+    assert broadcast_groups([2, 1, 3, 1, 4, 5], [[2, 1, 3, 1, 4, 5], [5]]) == [[0, 2, 4], [5]]
+
+
+class UnloweredHighRank(nn.Module):
+    def forward(self, x):  # a rank-6 flip: no rule lowers it (it stays, and is reported)
+        return x.view(1, 2, 2, 2, 2, -1).flip(2).reshape(1, -1)
+
+
+def test_a_high_rank_op_without_a_rule_stays_and_is_named():
+    module, x = UnloweredHighRank().eval(), torch.randn(1, 32)
+    program, log = prepare_program(module, example=x)
+    assert any("aten.flip" in name for name in log.above_rank_5)
+    assert torch.equal(program.module()(x), module(x))

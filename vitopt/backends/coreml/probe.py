@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from vitopt.backends.coreml.rewrites import MAX_RANK, rewrite_graph
+from vitopt.backends.coreml.rank_lowering import MAX_RANK
+from vitopt.backends.coreml.resize import RESIZE_NAMES
+from vitopt.backends.coreml.rewrites import rewrite_graph
 from vitopt.convertibility import Finding, aten_nodes, summarise
 from vitopt.formats import require
 from vitopt.spec import ModelSpec
@@ -18,13 +20,13 @@ REWRITES = {
     "aliases_dropped": ("aten.alias", "coremltools has no converter for it", "dropped: an alias is its input"),
     "rolls_as_slices": ("aten.roll", "converted by coremltools as a gather over computed indices",
                         "expressed as slice + concat with static sizes"),
-    "permutes_lowered": (f"rank > {MAX_RANK} reshape/permute", f"Core ML rejects tensors above rank {MAX_RANK} "
-                         "(on the device, not at conversion)", "dims that move together merged: same elements "
-                         f"in the same order at rank <= {MAX_RANK}"),
-    "resizes_as_matmuls": ("aten.upsample_bicubic2d", "coremltools has no converter for it",
+    "ranks_lowered": (f"tensor rank > {MAX_RANK}", f"Core ML rejects tensors above rank {MAX_RANK} (on the device, "
+                      "not at conversion)", f"rewritten at rank <= {MAX_RANK}: dims merged where they move or "
+                      "broadcast together, a chain of transpositions where a permutation scatters them"),
+    "resizes_as_matmuls": ("bicubic / antialiased resize", "coremltools has no converter for it",
                            "two matmuls with constant interpolation matrices (exact for a fixed-size input)"),
 }  # fmt: skip
-REWRITTEN = ("aten.alias", "aten.roll", "aten.upsample_bicubic2d")
+REWRITTEN = ("aten.alias", "aten.roll", *RESIZE_NAMES)
 
 
 def probe(program, *, spec: ModelSpec) -> list[Finding]:
@@ -41,9 +43,10 @@ def probe(program, *, spec: ModelSpec) -> list[Finding]:
     for key, count in log.counts().items():
         if count:
             op, why, rewrite = REWRITES[key]
-            found.append(Finding(target="coreml", op=op, detail=f"{count} call(s); {why}", rewrite=rewrite))
+            which = f" ({', '.join(f'{o} x{n}' for o, n in log.rank_ops.items())})" if key == "ranks_lowered" else ""
+            found.append(Finding(target="coreml", op=op, detail=f"{count} call(s){which}; {why}", rewrite=rewrite))
     if log.above_rank_5:
         found.append(Finding(target="coreml", op=f"tensor rank > {MAX_RANK}", detail=", ".join(log.above_rank_5[:5])
-                             + f": no rewrite brings these to rank {MAX_RANK} (permutes of any rank are lowered; "
-                             "rank > 5 elementwise and broadcasting ops are not yet)"))  # fmt: skip
+                             + f": no rule rewrites these ops at rank <= {MAX_RANK} (rank_ops.RULES lists the ops "
+                             "that are: elementwise, permute, reshape, softmax, reductions, slices, cat, ...)"))  # fmt: skip
     return found

@@ -1,51 +1,47 @@
 """Graph rewrites that make vision transformers convertible to Core ML, on the torch.export graph.
 
 Core ML rejects tensors above rank 5 at load time, on the device, long after conversion
-"succeeded" on Linux; Swin's window partition/reverse builds rank-6 views. A permute whose
-input dims move in adjacent runs only needs one dim per run, so ``view(B, nH, wh, nW, ww, C)
--> permute(0, 1, 3, 2, 4, 5)`` becomes ``reshape(B*nH, wh, nW, ww*C) -> permute(0, 2, 1, 3)``:
-the same elements in the same order, at rank 4. ``torch.roll`` (shifted windows) becomes
-slice + concat with static sizes instead of coremltools' gather over computed indices, and
-``aten.alias`` (which coremltools 9 has no converter for) is dropped, and a bicubic resize (no
-converter either) becomes two matmuls with constant interpolation matrices (``resize``).
-
-The rewrites edit an unlifted graph in place; :func:`prepare_program` then exports it again,
-so every node has fresh shape metadata and the result is checked end to end by the exporter.
+"succeeded" on Linux; Swin's window partition/reverse builds rank-6 views, MaxViT's grid and NesT's
+blocks others, and some models broadcast at rank 6. ``rank_lowering`` rewrites every op making or
+reading such a value as exact steps at rank <= 5 (merging dims that move or broadcast together, and a
+chain of transpositions where a permutation scatters more than five runs). ``torch.roll`` (shifted
+windows) becomes slice + concat with static sizes instead of coremltools' gather over computed
+indices, ``aten.alias`` (which coremltools 9 has no converter for) is dropped, and a bicubic or
+antialiased resize (no converter either) becomes two matmuls with constant interpolation matrices
+(``resize``).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import fx, nn
 
+from vitopt.backends.coreml import rank_lowering
+from vitopt.backends.coreml.rank_lowering import MAX_RANK, call, op_name, rank_of
 from vitopt.backends.coreml.resize import RESIZES, resize_as_matmuls
-from vitopt.backends.coreml.transpositions import permute_by_swaps
 from vitopt.convertibility import export_aten
 
 aten = torch.ops.aten
-MAX_RANK = 5  # Core ML's limit on tensor rank
-RESHAPES = {aten.view.default, aten._unsafe_view.default, aten.reshape.default}
-COPIES = {aten.clone.default, aten.contiguous.default}
 
 
 @dataclass
 class RewriteLog:
     aliases_dropped: int = 0
     rolls_as_slices: int = 0
-    permutes_lowered: int = 0
+    ranks_lowered: int = 0  # nodes making or reading a rank > 5 value, rewritten at rank <= 5 (rank_lowering)
     resizes_as_matmuls: int = 0
-    above_rank_5: list[str] = field(default_factory=list)  # nodes still above rank 5 afterwards
+    rank_ops: dict[str, int] = field(default_factory=dict)  # which ops those were
+    above_rank_5: list[str] = field(default_factory=list)  # "node (op)" still above rank 5 afterwards
 
     @property
     def changed(self) -> bool:
-        return bool(self.aliases_dropped or self.rolls_as_slices or self.permutes_lowered or self.resizes_as_matmuls)
+        return bool(self.aliases_dropped or self.rolls_as_slices or self.ranks_lowered or self.resizes_as_matmuls)
 
     def counts(self) -> dict[str, int]:
         return {"aliases_dropped": self.aliases_dropped, "rolls_as_slices": self.rolls_as_slices,
-                "permutes_lowered": self.permutes_lowered, "resizes_as_matmuls": self.resizes_as_matmuls}  # fmt: skip
+                "ranks_lowered": self.ranks_lowered, "resizes_as_matmuls": self.resizes_as_matmuls}  # fmt: skip
 
 
 def prepare_program(module: nn.Module, *, example: torch.Tensor) -> tuple[torch.export.ExportedProgram, RewriteLog]:
@@ -74,12 +70,14 @@ def rewrite_graph(graph_module: fx.GraphModule) -> RewriteLog:
             log.aliases_dropped += 1
         elif node.target == aten.roll.default:
             log.rolls_as_slices += _roll_as_slices(graph, node)
-        elif node.target == aten.permute.default:
-            log.permutes_lowered += _lower_permute(graph, node)
         elif node.target in RESIZES:
             log.resizes_as_matmuls += resize_as_matmuls(graph_module, node)
+    lowering = rank_lowering.lower_high_ranks(graph_module)
+    log.ranks_lowered, log.rank_ops = sum(lowering.lowered.values()), dict(lowering.lowered)
     graph.eliminate_dead_code()
-    log.above_rank_5 = [node.name for node in graph.nodes if _rank(node) > MAX_RANK and not node.meta.get("lowered")]
+    rank_lowering.drop_unread_constants(lowering)
+    log.above_rank_5 = [f"{node.name} ({op_name(node.target)})" for node in graph.nodes
+                        if node.op == "call_function" and rank_of(node) > MAX_RANK]  # fmt: skip
     return log
 
 
@@ -87,85 +85,20 @@ def _roll_as_slices(graph: fx.Graph, node: fx.Node) -> bool:
     """roll(x, s, d) == cat([x[n-s:], x[:n-s]], d), one pair of static slices per rolled dim."""
     source, shifts = node.args[0], list(node.args[1])
     dims = list(node.args[2] if len(node.args) > 2 else node.kwargs.get("dims", []))
-    if not dims or _shape(source) is None:  # a flattened roll keeps coremltools' own converter
-        return False
+    if not dims or _shape(source) is None or len(_shape(source)) > MAX_RANK:  # rank_lowering takes rank > 5
+        return False  # a flattened roll keeps coremltools' own converter
     out, shape = source, _shape(source)
     with graph.inserting_before(node):
         for shift, dim in zip(shifts, dims, strict=True):
             size = shape[dim]
             shift %= size
             if shift:
-                tail = graph.call_function(aten.slice.Tensor, (out, dim, size - shift, size))
-                head = graph.call_function(aten.slice.Tensor, (out, dim, 0, size - shift))
-                out = graph.call_function(aten.cat.default, ([tail, head], dim))
+                tail = call(graph, aten.slice.Tensor, (out, dim, size - shift, size))
+                head = call(graph, aten.slice.Tensor, (out, dim, 0, size - shift))
+                out = call(graph, aten.cat.default, ([tail, head], dim))
     node.replace_all_uses_with(out)
     graph.erase_node(node)
     return True
-
-
-def _lower_permute(graph: fx.Graph, permute: fx.Node) -> bool:
-    """Merge the dims of a rank > 5 reshape -> permute that move together (see module doc).
-
-    Only when everything reading the permute (through copies) reshapes it again, so the
-    lower-rank intermediate never escapes.
-    """
-    source, shape = permute.args[0], _shape(permute.args[0])
-    if source.target not in RESHAPES or shape is None or len(shape) <= MAX_RANK:
-        return False
-    perm = [d % len(shape) for d in permute.args[1]]
-    runs = _adjacent_runs(perm)
-    copies = _copies_until_reshape(permute)
-    if copies is None:
-        return False
-    if len(runs) > MAX_RANK:
-        return _permute_by_swaps(graph, permute, source, shape, runs, copies)
-    by_input = sorted(runs, key=lambda run: run[0])
-    with graph.inserting_after(source):
-        merged = [math.prod(shape[d] for d in run) for run in by_input]
-        lowered = graph.call_function(aten.reshape.default, (source.args[0], merged))
-    permute.args = (lowered, [by_input.index(run) for run in runs])
-    for node in [permute, *copies]:
-        node.meta["lowered"] = True  # its recorded rank-6 shape is stale until re-export
-    return True
-
-
-def _permute_by_swaps(graph: fx.Graph, permute: fx.Node, source: fx.Node, shape: list[int], runs: list[list[int]],
-                      copies: list[fx.Node]) -> bool:  # fmt: skip
-    """More than five runs: the permutation of the merged runs as a chain of rank <= 5 transpositions."""
-    by_input = sorted(runs, key=lambda run: run[0])
-    merged = [math.prod(shape[d] for d in run) for run in by_input]
-    with graph.inserting_before(permute):
-        flat = permute_by_swaps(graph, source.args[0], merged, [by_input.index(run) for run in runs])
-    permute.replace_all_uses_with(flat)
-    graph.erase_node(permute)
-    for node in copies:
-        node.meta["lowered"] = True
-    return True
-
-
-def _adjacent_runs(perm: list[int]) -> list[list[int]]:
-    """Split a permutation into maximal runs of consecutive input dims, in output order."""
-    runs = [[perm[0]]]
-    for dim in perm[1:]:
-        if dim == runs[-1][-1] + 1:
-            runs[-1].append(dim)
-        else:
-            runs.append([dim])
-    return runs
-
-
-def _copies_until_reshape(node: fx.Node) -> list[fx.Node] | None:
-    """The copy nodes between ``node`` and the reshapes that read it; None if any reader is not one."""
-    copies = []
-    for user in node.users:
-        if user.op == "call_function" and user.target in COPIES:
-            further = _copies_until_reshape(user)
-            if further is None:
-                return None
-            copies += [user, *further]
-        elif not (user.op == "call_function" and user.target in RESHAPES and user.args[0] is node):
-            return None
-    return copies
 
 
 def _shape(node) -> list[int] | None:
@@ -173,8 +106,3 @@ def _shape(node) -> list[int] | None:
     if not isinstance(value, torch.Tensor) or not all(isinstance(s, int) for s in value.shape):
         return None
     return list(value.shape)
-
-
-def _rank(node: fx.Node) -> int:
-    value = node.meta.get("val")
-    return value.dim() if isinstance(value, torch.Tensor) else 0

@@ -14,6 +14,8 @@ import math
 import torch
 from torch import fx
 
+from vitopt.backends.coreml.rank_lowering import call
+
 aten = torch.ops.aten
 
 
@@ -35,10 +37,10 @@ def five_groups(shape: list[int], i: int, j: int) -> list[int]:
 def permute_by_swaps(graph: fx.Graph, source: fx.Node, shape: list[int], perm: list[int]) -> fx.Node:
     """Nodes (inserted at the graph's current insertion point) computing ``source.view(shape).permute(perm)``
     in contiguous order, flattened to one dim; ``source`` holds ``prod(shape)`` elements in order."""
-    current, out = list(shape), graph.call_function(aten.reshape.default, (source, [math.prod(shape)]))
+    current, out = list(shape), call(graph, aten.reshape.default, (source, [math.prod(shape)]))
     for i, j in swaps_for(perm):
-        grouped = graph.call_function(aten.reshape.default, (out, five_groups(current, i, j)))
-        swapped = graph.call_function(aten.permute.default, (grouped, [0, 3, 2, 1, 4]))
-        out = graph.call_function(aten.reshape.default, (swapped, [math.prod(current)]))
+        grouped = call(graph, aten.reshape.default, (out, five_groups(current, i, j)))
+        swapped = call(graph, aten.permute.default, (grouped, [0, 3, 2, 1, 4]))
+        out = call(graph, aten.reshape.default, (swapped, [math.prod(current)]))
         current[i], current[j] = current[j], current[i]
     return out
