@@ -30,7 +30,7 @@ class DimapOptions(PassOptions):
     params: float | None = Field(None, gt=0, lt=1)  # fraction of the model's (non-zero) parameters to keep
     flops: float | None = Field(None, gt=0, lt=1)  # fraction of the model's FLOPs to keep (structured)
     modules: dict[str, list[str]] = Field(default_factory=lambda: dict(dimap.DEFAULT_MODULES))  # glob patterns
-    rank: Literal["cost", "equal"] = "cost"  # structured, params/flops target: see dimap_structured.py
+    rank: Literal["cost", "latency", "equal"] = "cost"  # structured, params/flops target: see dimap_structured.py
     # rank: cost: every block keeps at least this fraction of its heads and of its MLP units (removing
     # only the cheapest-per-FLOP units can leave the memory-bound attention untouched: see the README)
     min_keep: float = Field(0.0, ge=0, lt=1)
@@ -55,7 +55,7 @@ class DimapPass(ModelPass):
 
     def run(self, module: nn.Module, *, context: PassContext) -> PassResult:
         if self.options.mode == "structured":
-            module, details = prune_structured(module, options=self.options)
+            module, details = prune_structured(module, options=self.options, context=context)
             details["finetune"] = self._finetune(module, context=context)
             return PassResult(module.eval(), details)
         return self._unstructured(module, context=context)

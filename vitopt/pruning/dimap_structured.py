@@ -5,6 +5,8 @@ Two rules decide how many units each module loses:
 - ``rank: cost`` (default for a params/FLOPs target): every unit's score is normalised by its module's
   total (so heads and MLP units compare), divided by what removing it saves, and units go lowest first
   until the target is met; MLP units go in chunks of ``mlp_multiple`` so widths stay round.
+- ``rank: latency``: the same, but a unit's price is the milliseconds it saves, measured per stage on the
+  first target's runtime (``unit_latency``); the budget is still the FLOPs or params target.
 - ``rank: equal``: the same fraction of heads and of MLP units, lowest score first across blocks (a
   params/FLOPs target searches that fraction).
 Measured on the Swin reference at 50% of the FLOPs, no fine-tune, 2,000 CIFAR-10 test images: top-1 0.631
@@ -32,7 +34,7 @@ SEARCH_STEPS = 40
 Kept = dict[tuple[str, int], torch.Tensor]
 
 
-def prune_structured(module: nn.Module, *, options) -> tuple[nn.Module, dict[str, Any]]:
+def prune_structured(module: nn.Module, *, options, context=None) -> tuple[nn.Module, dict[str, Any]]:
     family = family_for(module)
     scores, before = dimap.unit_scores(module, family), family.read_widths(module)
     if options.sparsity is not None:
@@ -40,7 +42,11 @@ def prune_structured(module: nn.Module, *, options) -> tuple[nn.Module, dict[str
     else:
         kind, target = ("params", options.params) if options.params is not None else ("flops", options.flops)
         budget = Budget(module, family, kind=kind, target=target)
-        kept = _by_cost(scores, budget, options) if options.rank == "cost" else _search_equal(scores, budget, options)
+        if options.rank == "equal":
+            kept = _search_equal(scores, budget, options)
+        else:
+            ranking = _latency_costs(module, family, context) if options.rank == "latency" else None
+            kept = _by_cost(scores, budget, options, ranking=ranking)
         how = f"{kind} {target} of the original, rank: {options.rank}"
     family.slice_model(module, _keep(before, kept))
     after = family.read_widths(module)
@@ -77,11 +83,24 @@ class Budget:
                 - self.family.blocks_cost(self.module, fewer, self.kind))  # fmt: skip
 
 
-def _by_cost(scores: dict, budget: Budget, options) -> Kept:
+def _latency_costs(module: nn.Module, family, context) -> dict:
+    from vitopt.pruning.unit_latency import unit_costs_ms
+
+    if not hasattr(family, "stages"):
+        raise UnsupportedOptionError(f"rank: latency measures Swin stages; not {family.name} models",
+                                     hint="use rank: cost, or the prune pass's latency budget (NViT)")  # fmt: skip
+    if context is None or not context.targets:
+        raise UnsupportedOptionError("rank: latency needs a target to measure on", hint="add --target onnx")
+    return unit_costs_ms(module, family=family, target=context.targets[0], threads=context.threads or 1,
+                         progress=context.progress)  # fmt: skip
+
+
+def _by_cost(scores: dict, budget: Budget, options, *, ranking: dict | None = None) -> Kept:
     """Chunks (one head, or ``mlp_multiple`` MLP units) in increasing order of normalised importance per
-    cost saved, removed until the budget holds; a block keeps ``min_heads``, one MLP chunk and ``min_keep``."""
+    cost saved (the budget's own cost, or ``ranking``'s measured milliseconds), removed until the budget
+    holds; a block keeps ``min_heads``, one MLP chunk and ``min_keep``."""
     totals = {dim: sum(float(v.sum()) for k, v in scores.items() if k[0] == dim) for dim in ("heads", "mlp")}
-    chunks = [c for key in scores for c in _chunks(key, scores[key], budget, options, totals[key[0]])]
+    chunks = [c for key in scores for c in _chunks(key, scores[key], budget, options, totals[key[0]], ranking)]
     removed: dict[tuple[str, int], list[int]] = {key: [] for key in scores}
     left = budget.whole
     for _, key, units, cost in sorted(chunks, key=lambda c: c[0]):
@@ -102,12 +121,14 @@ def _floor(key: tuple[str, int], units: int, options) -> int:
     return max(least, math.ceil(options.min_keep * units))
 
 
-def _chunks(key, score: torch.Tensor, budget: Budget, options, total: float) -> list:
+def _chunks(key, score: torch.Tensor, budget: Budget, options, total: float, ranking: dict | None) -> list:
+    """(rank, key, units, budget cost) per chunk: rank is normalised importance per unit of ranking cost."""
     size = 1 if key[0] == "heads" else options.mlp_multiple
     order = score.argsort().tolist()  # least important first: chunks of neighbours in importance
     unit = budget.unit_cost(key[0], key[1])
+    price = ranking[key] if ranking is not None else unit
     groups = [order[i : i + size] for i in range(0, len(order) - len(order) % size, size)]
-    return [(float(score[g].sum()) / total / (unit * len(g)), key, g, unit * len(g)) for g in groups]
+    return [(float(score[g].sum()) / total / (price * len(g)), key, g, unit * len(g)) for g in groups]
 
 
 def _without(n: int, removed: list[int]) -> torch.Tensor:

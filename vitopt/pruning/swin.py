@@ -87,10 +87,41 @@ def _position_values(attn: nn.Module, values) -> torch.Tensor:
 def slice_model(model: nn.Module, keep: Keep) -> nn.Module:
     """Remove the heads and MLP units not in ``keep``, in place; exact when their weights were zero."""
     for block, kept in zip(blocks_of(model), keep.blocks, strict=True):
-        _slice_heads(block.attn, kept["heads"], head_dim=_widths(block).qk)
-        slice_linear(block.mlp.fc1, rows=kept["mlp"])
-        slice_linear(block.mlp.fc2, cols=kept["mlp"])
+        slice_block(block, kept)
     return model
+
+
+@torch.no_grad()
+def slice_block(block: nn.Module, kept: dict[str, torch.Tensor]) -> None:
+    _slice_heads(block.attn, kept["heads"], head_dim=_widths(block).qk)
+    slice_linear(block.mlp.fc1, rows=kept["mlp"])
+    slice_linear(block.mlp.fc2, cols=kept["mlp"])
+
+
+def stages(model: nn.Module) -> list[list[int]]:
+    """Block indices per stage: blocks of one stage share width, resolution and window, so one probe
+    measures them all (``unit_latency``)."""
+    out, start = [], 0
+    for layer in model.layers:
+        out.append(list(range(start, start + len(layer.blocks))))
+        start += len(layer.blocks)
+    return out
+
+
+def signature_for_units(model: nn.Module) -> dict:
+    """What a stage's unit latency depends on: per stage, width, resolution, window, heads, MLP, version."""
+    firsts = [blocks_of(model)[blocks[0]] for blocks in stages(model)]
+    return {"family": "swin", "stages": [[type(b).__name__, b.attn.qkv.in_features, *b.input_resolution,
+                                          *b.attn.window_size, b.attn.num_heads, b.mlp.fc1.out_features]
+                                         for b in firsts]}  # fmt: skip
+
+
+def probe_block(model: nn.Module, index: int) -> tuple[nn.Module, tuple[int, ...]]:
+    """A copy of block ``index`` and the token layout it reads ([B, H, W, C]: (H, W))."""
+    import copy
+
+    block = blocks_of(model)[index]
+    return copy.deepcopy(block).eval(), tuple(block.input_resolution)
 
 
 def _slice_heads(attn: nn.Module, heads: torch.Tensor, *, head_dim: int) -> None:

@@ -47,6 +47,7 @@ def probe(program, *, spec: ModelSpec) -> list[Finding]:
             found.append(Finding(target="coreml", op=op, detail=f"{count} call(s){which}; {why}", rewrite=rewrite))
     if log.above_rank_5:
         found.append(Finding(target="coreml", op=f"tensor rank > {MAX_RANK}", detail=", ".join(log.above_rank_5[:5])
-                             + f": no rule rewrites these ops at rank <= {MAX_RANK} (rank_ops.RULES lists the ops "
-                             "that are: elementwise, permute, reshape, softmax, reductions, slices, cat, ...)"))  # fmt: skip
+                             + f": no rule rewrites these ops at rank <= {MAX_RANK} (rank_ops.RULES lists the "
+                             "ops that have one: elementwise, permute, reshape, softmax, reductions, slices, cat, "
+                             "...)"))  # fmt: skip
     return found

@@ -62,7 +62,7 @@ def lower_high_ranks(graph_module: fx.GraphModule) -> Lowering:
 
     low = Lowering(graph_module)
     for node in list(low.graph.nodes):
-        if node.op not in ("call_function", "get_attr"):
+        if node.op not in ("call_function", "get_attr") or node in low.flat:
             continue
         high_out = rank_of(node) > MAX_RANK
         if not (high_out or any(arg in low.flat for arg in node.all_input_nodes)):
@@ -116,8 +116,11 @@ def drop_unread_constants(low: Lowering) -> None:
 
 
 def _static(node: fx.Node) -> bool:
-    nodes = [node, *node.all_input_nodes]
-    return all(isinstance(n.meta.get("val"), torch.Tensor) and shape_of(n) is not None for n in nodes)
+    """Every input a tensor of static shape, and the output one too (or a tuple of them: unbind, split)."""
+    value = node.meta.get("val")
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    fixed = lambda v: isinstance(v, torch.Tensor) and all(isinstance(s, int) for s in v.shape)  # noqa: E731
+    return all(fixed(v) for v in values) and all(fixed(n.meta.get("val")) for n in node.all_input_nodes)
 
 
 def shape_of(node: fx.Node) -> list[int] | None:

@@ -8,6 +8,7 @@ Dims of size 1 hold no elements in any order, so every rule drops them before me
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 
 import torch
@@ -156,6 +157,26 @@ def over_last_dims(low: Lowering, node: fx.Node) -> fx.Node:
     return low.result(call(low.graph, node.target, (rows, *node.args[1:]), dict(node.kwargs)), node)
 
 
+def pieces_along_dim(low: Lowering, node: fx.Node) -> fx.Node | None:
+    """unbind / split along one dim: the pieces of the [before, dim, after] view, each read back (through
+    its getitem) in the shape the original piece had."""
+    shape = shape_of(node.args[0])
+    dim_at = 1 if node.target == aten.unbind.int else 2
+    dim = (node.args[dim_at] if len(node.args) > dim_at else node.kwargs.get("dim", 0)) % len(shape)
+    getters = list(node.users)
+    if not all(g.op == "call_function" and g.target is operator.getitem and shape_of(g) for g in getters):
+        return None
+    args = (low.data(node.args[0], around(shape, dim)), *node.args[1:dim_at], 1)
+    pieces = call(low.graph, node.target, args)
+    for getter in getters:
+        piece = low.result(call(low.graph, operator.getitem, (pieces, getter.args[1])), getter)
+        if len(shape_of(getter)) > MAX_RANK:
+            low.flat[getter] = piece  # still above rank 5: its readers are lowered in turn
+        else:
+            getter.replace_all_uses_with(piece)
+    return pieces
+
+
 def concatenate(low: Lowering, node: fx.Node) -> fx.Node:
     parts = [n for n in node.args[0] if math.prod(shape_of(n))]
     dim = (node.args[1] if len(node.args) > 1 else 0) % len(shape_of(node))
@@ -199,6 +220,7 @@ RULES: dict = {
     aten.expand.default: expand,
     aten.cat.default: concatenate,
     aten.roll.default: roll,
+    **dict.fromkeys([aten.unbind.int, aten.split.Tensor, aten.split_with_sizes.default], pieces_along_dim),
     **dict.fromkeys([aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.squeeze.dim,
                      aten.squeeze.dims, aten.squeeze.default, aten.unsqueeze.default, aten.clone.default,
                      aten.contiguous.default, aten.alias.default, aten.lift_fresh_copy.default], same_elements),

@@ -1,5 +1,6 @@
-"""Resizes coremltools cannot convert (bicubic, and antialiased bicubic or bilinear), written as what they are on a fixed-size input: a
-linear map along each axis, so ``out = A_h @ x @ A_w^T`` with constant interpolation matrices.
+"""Resizes coremltools cannot convert (bicubic, and antialiased bicubic or bilinear), written as what
+they are on a fixed-size input: a linear map along each axis, so ``out = A_h @ x @ A_w^T`` with constant
+interpolation matrices.
 
 The matrices are read from PyTorch's own kernel applied to identity images, so the rewrite reproduces its
 exact weights, border clamping, antialiasing and ``align_corners`` handling (PyTorch's kernels for these
