@@ -7,12 +7,14 @@ Parts (``--parts``, default all):
   reference    vitopt/swin-cifar10, unstructured 50%: top-1 with no fine-tune and after a 1-epoch KD fine-tune
                (the structured 50%-FLOPs + 2-epoch number is the acceptance command's report).
   rules        structured at 50% of the FLOPs, no data and no fine-tune, per rule (rank: cost, rank: equal,
-               rank: cost with min_keep 0.25): vitopt/swin-cifar10 top-1 (use --eval-limit 2000 for the README's
-               numbers) and swin_tiny_patch4_window7_224's ONNX Runtime / OpenVINO speedup (interleaved, 8 s).
+               rank: cost with min_keep 0.25, rank: latency): vitopt/swin-cifar10 top-1 (use --eval-limit 2000
+               for the README's numbers) and swin_tiny_patch4_window7_224's ONNX Runtime / OpenVINO speedup
+               (interleaved, 8 s).
   speed        swin_tiny_patch4_window7_224 at 224 (random weights, no data): the shipped recipes through
                compress: structured 50% FLOPs on ONNX Runtime and OpenVINO (interleaved speedup vs the unpruned
                model) and artifact size per target per mode (dense, unstructured 50%, structured).
 Usage: .venv/bin/python bench/bench_dimap.py [--parts ablation reference rules speed] [--eval-limit N]
+       [--rules cost equal latency]
 """
 
 from __future__ import annotations
@@ -36,8 +38,12 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 def run_dimap(module, **options):
+    """The pass with no data; rank: latency measures its unit costs on ONNX Runtime (the rules' first target)."""
+    from vitopt.recipe import Target
+
     cls = pass_registry().get("dimap")
-    return cls(cls.Options(**options)).run(module, context=PassContext(spec=None)).module
+    context = PassContext(spec=None, targets=(Target(format="onnx"),), threads=default_threads())
+    return cls(cls.Options(**options)).run(module, context=context).module
 
 
 @torch.no_grad()
@@ -96,16 +102,18 @@ def reference(loader, base, work: Path) -> None:
 
 
 RULES = {"rank: cost": {"rank": "cost"}, "rank: equal": {"rank": "equal"},
-         "rank: cost, min_keep 0.25": {"rank": "cost", "min_keep": 0.25}}
+         "rank: cost, min_keep 0.25": {"rank": "cost", "min_keep": 0.25}, "rank: latency": {"rank": "latency"}}
 
 
-def rules(loader, base, work: Path) -> None:
+def rules(loader, base, work: Path, only: list[str] | None) -> None:
     from vitopt.pipeline import compress
     from vitopt.recipe import parse_recipe
 
     print("\n## structured rules at 50% FLOPs, no data, no fine-tune")
     tiny = load_model(name="swin_tiny_patch4_window7_224")
     for name, rule in RULES.items():
+        if only and rule["rank"] not in only:
+            continue
         pruned = run_dimap(copy.deepcopy(base.module), mode="structured", flops=0.5, **rule)
         top1 = accuracy(predict=torch_predict(pruned), loader=loader)["top1"]
         recipe = parse_recipe({"version": 1, "name": "rule", "targets": [{"format": "onnx"}, {"format": "openvino"}],
@@ -138,6 +146,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--parts", nargs="+", default=["ablation", "reference", "rules", "speed"])
     parser.add_argument("--eval-limit", type=int, default=None)
+    parser.add_argument("--rules", nargs="+", choices=["cost", "equal", "latency"], help="rules part: only these ranks")
     args = parser.parse_args()
     print(summary_line(describe_environment(threads=default_threads())))
     base = load_model(name="vitopt/swin-cifar10")
@@ -145,7 +154,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for part in args.parts:
             {"ablation": lambda: ablation(loader, base), "reference": lambda: reference(loader, base, Path(tmp)),
-             "rules": lambda: rules(loader, base, Path(tmp)), "speed": lambda: speed(Path(tmp))}[part]()  # fmt: skip
+             "rules": lambda: rules(loader, base, Path(tmp), args.rules),
+             "speed": lambda: speed(Path(tmp))}[part]()  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -211,3 +211,20 @@ def test_a_high_rank_op_without_a_rule_stays_and_is_named():
     program, log = prepare_program(module, example=x)
     assert any("aten.flip" in name for name in log.above_rank_5)
     assert torch.equal(program.module()(x), module(x))
+
+
+class UnbindThenView(nn.Module):
+    """Hiera's pattern: a rank-7 permute unbound into rank-6 pieces, each viewed at rank 7 and reduced."""
+
+    def forward(self, x):
+        q, _, v = x.view(2, 3, 2, 4, 2, 3, 4).permute(1, 0, 2, 3, 4, 5, 6).unbind(0)
+        pooled = q.reshape(2, 2, 4, 2, 3, 2, 2).amax(dim=-1) + v.reshape(2, 2, 4, 2, 3, 2, 2).sum(dim=-1)
+        return pooled.reshape(2, -1)
+
+
+def test_pieces_of_an_unbind_above_rank_5_are_lowered_too():
+    module, x = UnbindThenView().eval(), torch.randn(2, 3 * 2 * 4 * 2 * 3 * 4)
+    program, log = prepare_program(module, example=x)
+    assert log.above_rank_5 == [] and max(rank_of(n) for n in program.graph.nodes) <= MAX_RANK
+    assert {"aten.unbind", "aten.amax", "aten.sum"} <= set(log.rank_ops)
+    assert torch.equal(program.module()(x), module(x))

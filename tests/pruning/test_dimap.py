@@ -4,6 +4,7 @@ pruning to a FLOPs target on Swin v1 and v2, and sparse Core ML weights for the 
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import timm
@@ -100,6 +101,31 @@ def test_structured_meets_a_flops_target(arch, rank):
     ratio = model_cost(pruned, input_size=(3, 32, 32)).flops / before
     assert 0.45 < ratio <= 0.505
     assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.onnx
+@pytest.mark.parametrize("arch", [SWIN_V1, SWIN_V2], ids=["swin-v1", "swin-v2"])
+def test_rank_latency_measures_each_stage_once_and_meets_the_flops_target(arch, tmp_path, monkeypatch):
+    import vitopt.pruning.latency as latency
+    import vitopt.pruning.unit_latency as unit_latency
+    from vitopt.recipe import Target
+
+    monkeypatch.setattr(latency, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(unit_latency, "PROBE_BENCH", dict(warmup=1, min_runs=3, min_time_s=0.01))
+    model, context = swin(arch), PassContext(spec=None, targets=(Target(format="onnx"),), threads=1)
+    before = model_cost(model, input_size=(3, 32, 32)).flops
+    pruned = dimap(copy.deepcopy(model), context=context, mode="structured", flops=0.5, rank="latency").module
+    assert 0.45 < model_cost(pruned, input_size=(3, 32, 32)).flops / before <= 0.505
+    (cached,) = tmp_path.glob("dimap-units-*.json")
+    costs = json.loads(cached.read_text())["costs"]
+    assert len(costs["heads"]) == len(costs["mlp"]) == 2 and min(costs["heads"] + costs["mlp"]) > 0
+    monkeypatch.setattr(unit_latency, "_measure", lambda *a, **k: pytest.fail("measured again despite the cache"))
+    dimap(copy.deepcopy(model), context=context, mode="structured", flops=0.5, rank="latency")
+
+
+def test_rank_latency_says_what_it_needs():
+    with pytest.raises(UnsupportedOptionError, match="needs a target"):
+        dimap(swin(SWIN_V1), mode="structured", flops=0.5, rank="latency")
 
 
 def test_budgets_are_validated():

@@ -89,7 +89,7 @@ def call(graph: fx.Graph, target, args: tuple, kwargs: dict | None = None) -> fx
     so later rewrites read its shape as they read the traced nodes'."""
     node = graph.call_function(target, args, kwargs or {})
     values = map_arg((args, kwargs or {}), lambda n: n.meta.get("val"))
-    if all(isinstance(n.meta.get("val"), torch.Tensor) for n in node.all_input_nodes):
+    if all(isinstance(n.meta.get("val"), (torch.Tensor, list, tuple)) for n in node.all_input_nodes):
         node.meta["val"] = target(*values[0], **values[1])
     return node
 
