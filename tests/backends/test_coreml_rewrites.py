@@ -228,3 +228,20 @@ def test_pieces_of_an_unbind_above_rank_5_are_lowered_too():
     assert log.above_rank_5 == [] and max(rank_of(n) for n in program.graph.nodes) <= MAX_RANK
     assert {"aten.unbind", "aten.amax", "aten.sum"} <= set(log.rank_ops)
     assert torch.equal(program.module()(x), module(x))
+
+
+class Unfolds(nn.Module):
+    """HaloNet's pattern: overlapping windows by ``Tensor.unfold`` along H then W (rank 5, then 6)."""
+
+    def forward(self, x):  # [B, C, H, W]
+        windows = torch.nn.functional.pad(x, (1, 1, 1, 1)).unfold(2, 4, 2).unfold(3, 4, 2)
+        return (windows * 2).amax(dim=(-1, -2)) + windows.mean(dim=-1).sum(dim=-1)
+
+
+def test_unfold_becomes_static_slices_and_the_rank_6_result_is_lowered():
+    module, x = Unfolds().eval(), torch.randn(2, 3, 8, 10)
+    program, log = prepare_program(module, example=x)
+    assert log.unfolds_as_slices == 2 and log.above_rank_5 == []
+    assert not any("unfold" in str(n.target) for n in program.graph.nodes)
+    assert max(rank_of(n) for n in program.graph.nodes) <= MAX_RANK
+    assert torch.equal(program.module()(x), module(x))

@@ -20,13 +20,15 @@ REWRITES = {
     "aliases_dropped": ("aten.alias", "coremltools has no converter for it", "dropped: an alias is its input"),
     "rolls_as_slices": ("aten.roll", "converted by coremltools as a gather over computed indices",
                         "expressed as slice + concat with static sizes"),
+    "unfolds_as_slices": ("aten.unfold", "coremltools has no converter for it",
+                          "the static windows as slices, stacked (exact)"),
     "ranks_lowered": (f"tensor rank > {MAX_RANK}", f"Core ML rejects tensors above rank {MAX_RANK} (on the device, "
                       "not at conversion)", f"rewritten at rank <= {MAX_RANK}: dims merged where they move or "
                       "broadcast together, a chain of transpositions where a permutation scatters them"),
     "resizes_as_matmuls": ("bicubic / antialiased resize", "coremltools has no converter for it",
                            "two matmuls with constant interpolation matrices (exact for a fixed-size input)"),
 }  # fmt: skip
-REWRITTEN = ("aten.alias", "aten.roll", *RESIZE_NAMES)
+REWRITTEN = ("aten.alias", "aten.roll", "aten.unfold", *RESIZE_NAMES)
 
 
 def probe(program, *, spec: ModelSpec) -> list[Finding]:

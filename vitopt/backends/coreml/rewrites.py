@@ -6,7 +6,8 @@ blocks others, and some models broadcast at rank 6. ``rank_lowering`` rewrites e
 reading such a value as exact steps at rank <= 5 (merging dims that move or broadcast together, and a
 chain of transpositions where a permutation scatters more than five runs). ``torch.roll`` (shifted
 windows) becomes slice + concat with static sizes instead of coremltools' gather over computed
-indices, ``aten.alias`` (which coremltools 9 has no converter for) is dropped, and a bicubic or
+indices, ``aten.alias`` (which coremltools 9 has no converter for) is dropped, ``Tensor.unfold`` (sliding windows,
+no converter either) becomes static slices, and a bicubic or
 antialiased resize (no converter either) becomes two matmuls with constant interpolation matrices
 (``resize``).
 """
@@ -30,6 +31,7 @@ aten = torch.ops.aten
 class RewriteLog:
     aliases_dropped: int = 0
     rolls_as_slices: int = 0
+    unfolds_as_slices: int = 0
     ranks_lowered: int = 0  # nodes making or reading a rank > 5 value, rewritten at rank <= 5 (rank_lowering)
     resizes_as_matmuls: int = 0
     rank_ops: dict[str, int] = field(default_factory=dict)  # which ops those were
@@ -37,11 +39,12 @@ class RewriteLog:
 
     @property
     def changed(self) -> bool:
-        return bool(self.aliases_dropped or self.rolls_as_slices or self.ranks_lowered or self.resizes_as_matmuls)
+        return any(self.counts().values())
 
     def counts(self) -> dict[str, int]:
         return {"aliases_dropped": self.aliases_dropped, "rolls_as_slices": self.rolls_as_slices,
-                "ranks_lowered": self.ranks_lowered, "resizes_as_matmuls": self.resizes_as_matmuls}  # fmt: skip
+                "unfolds_as_slices": self.unfolds_as_slices, "ranks_lowered": self.ranks_lowered,
+                "resizes_as_matmuls": self.resizes_as_matmuls}  # fmt: skip
 
 
 def prepare_program(module: nn.Module, *, example: torch.Tensor) -> tuple[torch.export.ExportedProgram, RewriteLog]:
@@ -72,6 +75,8 @@ def rewrite_graph(graph_module: fx.GraphModule) -> RewriteLog:
             log.rolls_as_slices += _roll_as_slices(graph, node)
         elif node.target in RESIZES:
             log.resizes_as_matmuls += resize_as_matmuls(graph_module, node)
+        elif node.target == aten.unfold.default:
+            log.unfolds_as_slices += _unfold_as_slices(graph, node)
     lowering = rank_lowering.lower_high_ranks(graph_module)
     log.ranks_lowered, log.rank_ops = sum(lowering.lowered.values()), dict(lowering.lowered)
     graph.eliminate_dead_code()
@@ -79,6 +84,26 @@ def rewrite_graph(graph_module: fx.GraphModule) -> RewriteLog:
     log.above_rank_5 = [f"{node.name} ({op_name(node.target)})" for node in graph.nodes
                         if node.op == "call_function" and rank_of(node) > MAX_RANK]  # fmt: skip
     return log
+
+
+def _unfold_as_slices(graph: fx.Graph, node: fx.Node) -> bool:
+    """x.unfold(d, size, step) (sliding windows; coremltools has no converter) == the static windows
+    x[.., i*step : i*step+size, ..] stacked at d, the window dim moved last. Runs before the rank lowering,
+    which then takes any rank > 5 result (HaloNet unfolds a rank-5 tensor)."""
+    source, dim, size, step = node.args
+    shape = _shape(source)
+    if shape is None:
+        return False
+    dim %= len(shape)
+    with graph.inserting_before(node):
+        cut = lambda start: call(graph, aten.slice.Tensor, (source, dim, start, start + size))  # noqa: E731
+        windows = [call(graph, aten.unsqueeze.default, (cut(i), dim)) for i in range(0, shape[dim] - size + 1, step)]
+        stacked = call(graph, aten.cat.default, (windows, dim))
+        order = [d for d in range(len(shape) + 1) if d != dim + 1] + [dim + 1]
+        out = call(graph, aten.permute.default, (stacked, order))
+    node.replace_all_uses_with(out)
+    graph.erase_node(node)
+    return True
 
 
 def _roll_as_slices(graph: fx.Graph, node: fx.Node) -> bool:
