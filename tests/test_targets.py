@@ -52,7 +52,7 @@ def test_core_ml_row_says_why_it_was_not_run_and_what_was_checked(swin_report):
     (row,) = [row for row in report["artifacts"] if row["target"] == "coreml"]
     assert row["status"] == "not_benchmarked" and row["precision"] == "fp16"
     assert row["reason"].startswith(CoreMLRunner.unavailable_reason()) and "file validated (ML program" in row["reason"]
-    assert row["export"]["permutes_lowered"] > 0 and "max rank 5" in " ".join(row["validation"]["checked"])
+    assert row["export"]["ranks_lowered"] > 0 and "max rank 5" in " ".join(row["validation"]["checked"])
 
 
 def test_report_lists_what_each_target_needed_rewritten(swin_report):
