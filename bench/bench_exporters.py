@@ -83,7 +83,7 @@ def bench_static_targets(name: str) -> dict:
 
 
 def print_static_targets(models: list[str]) -> None:
-    print("\n| model | Core ML convert s fp16 / fp32 | package MiB fp16 / fp32 | rewrites (rank > 5 ops, rolls, aliases) "
+    print("\n| model | Core ML convert s fp16 / fp32 | package MiB fp16 / fp32 | rewrites (rank>5 ops, rolls, aliases) "
           "| Linux checks passed | TRT-ONNX export s | TRT-ONNX max diff / top-1 on ORT |")  # fmt: skip
     print("|---|---|---|---|---|---:|---|")
     for name in models:
