@@ -50,8 +50,18 @@ def count_params(module: nn.Module) -> int:
 def count_flops(module: nn.Module, *, input_shape: tuple[int, ...]) -> int:
     """FLOPs of one forward pass at ``input_shape`` (batch included)."""
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        module(torch.zeros(input_shape))
+    frozen = [p for p in module.parameters() if p.requires_grad]
+    # The counter's module tracker hooks the gradient of every input that requires grad; a view of a
+    # parameter made under no_grad (CaiT's expanded class token) requires grad but has no grad_fn, and
+    # the hook asserts. Counting needs no gradients, so parameters stop requiring them meanwhile.
+    try:
+        for param in frozen:
+            param.requires_grad_(False)
+        with torch.no_grad(), counter:
+            module(torch.zeros(input_shape))
+    finally:
+        for param in frozen:
+            param.requires_grad_(True)
     return int(counter.get_total_flops())
 
 
