@@ -200,3 +200,39 @@ class UntraceableReparameterizable(Untraceable):
         stats = {k: getattr(self.bn, k) for k in ("running_mean", "running_var", "weight", "bias")}
         return conv_module(scale_output(conv_term(self.conv, padding=(1, 1)), bn_diag(stats, eps=self.bn.eps)),
                            like=self.conv)  # fmt: skip
+
+
+class CallsWithKeywords(nn.Module):
+    """Calls its child with fixed keyword arguments, as BEiT calls its blocks: ``blk(x, shared_rel_pos_bias=None)``."""
+
+    def __init__(self, child: nn.Module, **keywords):
+        super().__init__()
+        self.child, self.keywords = child, keywords
+
+    def forward(self, x):
+        return torch.relu(self.child(x, **self.keywords))
+
+
+class LayerScaleMlpWithOptions(LayerScaleMlp):
+    """A layer scale (folds only by rewriting the forward) in a forward with an optional tensor and a flag."""
+
+    def forward(self, x, bias=None, *, double=False):
+        out = super().forward(x)
+        out = out if bias is None else out + bias
+        return out * 2 if double else out
+
+
+class LayerScaleMlpWithExtras(LayerScaleMlp):
+    """Keyword-only parameters after ``*extra``: fx's trace would take them positionally, before ``*extra``."""
+
+    def forward(self, x, *extra, double=False):
+        out = super().forward(x)
+        return out * 2 if double else out
+
+
+class RepVggDwWithBias(RepVggDw):
+    """Merges into one conv, but its forward also takes an optional tensor (which a conv would not)."""
+
+    def forward(self, x, bias=None):
+        out = super().forward(x)
+        return out if bias is None else out + bias

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from torch import nn
@@ -193,3 +195,31 @@ def test_a_fold_that_changes_the_function_fails_verification(monkeypatch):
     model = randomize_bn(nn.Sequential(blocks.conv_bn(), nn.ReLU(), blocks.conv_bn())).eval()
     with pytest.raises(VerificationError, match="first differing module: 0"):
         reparameterize(model, images=IMAGE)
+
+
+TOKENS = torch.randn(2, 5, 8)
+
+
+@pytest.mark.parametrize("keywords", [{"bias": None}, {"bias": None, "double": True}])
+def test_a_rewritten_child_takes_the_keywords_its_parent_passes(keywords):
+    result = fold(blocks.CallsWithKeywords(blocks.LayerScaleMlpWithOptions(), **keywords), TOKENS)
+    assert result.details["folds"] == {"scale": 1} and result.details["graph_rewrites"] == ["child"]
+    child = result.module.child
+    assert list(inspect.signature(child.forward).parameters) == ["x", "bias", "double"]
+    double = keywords.get("double", False)
+    for other in ({"bias": torch.ones(8), "double": double}, {"bias": None, "double": not double}):
+        with pytest.raises(AssertionError, match="specialized"):  # traced as constants: other values are refused
+            child(TOKENS, **other)
+
+
+def test_a_merged_block_its_parent_calls_with_a_keyword_is_rewritten_not_replaced_by_a_conv():
+    result = fold(blocks.CallsWithKeywords(blocks.RepVggDwWithBias(), bias=None), IMAGE)
+    assert result.details["folds"] == {"branches": 1} and result.details["graph_rewrites"] == ["child"]
+    assert [type(m) for m in result.module.child.children()] == [nn.Conv2d]
+
+
+def test_a_child_whose_parameters_a_trace_would_reorder_stays_unrewritten():
+    result = fold(blocks.CallsWithKeywords(blocks.LayerScaleMlpWithExtras(), double=True), TOKENS)
+    assert result.details["folds"] == {} and type(result.module.child) is blocks.LayerScaleMlpWithExtras
+    (reason,) = [e["reason"] for e in result.details["left"]]
+    assert "would change how it is called" in reason and "forward(x, *extra, double=False)" in reason

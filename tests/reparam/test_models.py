@@ -95,3 +95,13 @@ def test_vit_without_batchnorm_passes_through_unchanged():
     loaded = load_model(name="vitopt/tiny-deit")  # two heads on two different tokens: nothing to merge
     result = reparameterize(loaded.module, images=real_images(loaded.spec.input_size[-1]))
     assert result.details["folds"] == {} and result.details["verification"]["max_abs_diff"] == 0.0
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_beit_blocks_still_take_the_keyword_their_model_passes(shared):
+    # BEiT calls every block as blk(x, shared_rel_pos_bias=rel_pos_bias): None (traced as a constant) or a tensor
+    model = timm.create_model("beit_base_patch16_224", depth=2, embed_dim=64, num_heads=2, img_size=64,
+                              use_shared_rel_pos_bias=shared, num_classes=10)  # fmt: skip
+    details = check_folded(model, real_images(64))
+    assert details["folds"] == {"scale": 4}  # gamma_1 and gamma_2 of both blocks
+    assert sorted(details["graph_rewrites"]) == ["blocks.0", "blocks.1"]

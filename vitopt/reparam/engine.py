@@ -156,13 +156,20 @@ class Engine:
         if analysed is None or not analysed[1].candidates:
             return False
         gm, found = analysed
-        applied = rewrite.apply(module, gm, found.candidates, local=local)
+        applied = rewrite.apply(module, gm, found.candidates, local=local,
+                                one_input=lambda rel: self.called_with_one_input(join(path, rel)))  # fmt: skip
         self.note_applied(path, applied)
         if applied.module is not module:
             self.put(path, applied.module)
         for rel in sorted(applied.deferred, key=len, reverse=True):
             self.fold(join(path, rel), opaque=self.opaque_below(join(path, rel)), local=True)
         return bool(applied.folds or applied.deferred)
+
+    def called_with_one_input(self, path: str) -> bool:
+        """Whether the probe saw ``path`` called with one positional argument and nothing else (all that
+        ``nn.Sequential`` or a merged conv accepts when it takes the module's place)."""
+        recorded = self.inputs.get(path)
+        return recorded is not None and len(recorded[0]) == 1 and not recorded[1]
 
     def analyse(self, path: str, module: nn.Module, opaque: set[str]):
         """(traced graph with shapes, what folds in it), or None when it cannot be traced or shaped."""

@@ -5,23 +5,31 @@ conv/linear in place and bypasses the folded BatchNorms and scales; a merge buil
 conv/linear for the whole sum. The module tree is edited where the result is a chain of existing
 children (:mod:`collapse`); otherwise the level becomes an ``fx.GraphModule`` of its traced
 forward with the folded nodes removed (parameter names of everything kept stay the same).
+Either way the caller of what is replaced is not rewritten: a replacement must take every call the
+module took, or the folds that need it are refused.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch.fx as fx
 from torch import nn
 
+from vitopt.errors import one_line
 from vitopt.reparam import collapse
 from vitopt.reparam.algebra import ConvTerm, FoldRefused
 from vitopt.reparam.candidates import Candidate
 from vitopt.reparam.expr import materialize
 from vitopt.reparam.merge import conv_module, linear_module, write_term
-from vitopt.reparam.trace import module_keys, reads_data, shape_of
+from vitopt.reparam.trace import is_none_guard, module_keys, reads_data, shape_of
 
 KEEP_ATTRIBUTE_TYPES = (int, float, str, bool, dict, list, tuple, type(None))
+PLAIN_DEFAULT_TYPES = (bool, int, float, str, type(None))
+# parameter kinds fx turns into positional-or-keyword ones: every call the original accepts still binds the same
+LOOSENED_KINDS = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.KEYWORD_ONLY)
 
 
 @dataclass
@@ -115,15 +123,19 @@ def _units(edits: list[_Edit]) -> dict[str | None, _Unit]:
     return units
 
 
-def _select(gm: fx.GraphModule, level: nn.Module, edits: list[_Edit]):
-    """The edits whose modules all collapse, their replacements, and the modules that did not."""
+def _select(gm: fx.GraphModule, level: nn.Module, edits: list[_Edit], one_input: Callable[[str], bool]):
+    """The edits whose modules all collapse, their replacements, and the modules that did not.
+
+    A replacement (``nn.Sequential``, a merged conv) takes one positional input: a module its caller
+    passes anything more (BEiT: ``blk(x, shared_rel_pos_bias=None)``) does not collapse.
+    """
     deferred: set[str] = set()
     while True:
         bypass, absorbed = _removed(edits)
         collapser, plans, failed = collapse.Collapser(gm, level, bypass, absorbed), [], set()
         for key, unit in _units(edits).items():
             plan = None if unit.shared_merge else collapser.plan(key, unit.nodes, unit.merge)
-            if plan is None:
+            if plan is None or not one_input(plan.path):
                 failed.update(unit.edits)
                 deferred.add(collapse.unit_path(key, unit.nodes))
             else:
@@ -133,17 +145,25 @@ def _select(gm: fx.GraphModule, level: nn.Module, edits: list[_Edit]):
         edits = [e for e in edits if e not in failed]
 
 
-def apply(level: nn.Module, gm: fx.GraphModule, candidates: list[Candidate], *, local: bool) -> Applied:
+def apply(level: nn.Module, gm: fx.GraphModule, candidates: list[Candidate], *, local: bool,
+          one_input: Callable[[str], bool]) -> Applied:  # fmt: skip
     """Fold ``candidates`` (found on ``gm``, the trace of ``level``) into ``level``.
 
     Folds go in as module-tree edits where possible. The rest are ``deferred`` (their modules are
     named) unless ``local``, in which case the whole level becomes a rewritten GraphModule.
+    ``one_input(path)``: whether the module at ``path`` (level-relative) is called with one positional
+    argument and nothing else.
     """
     out = Applied(level)
     edits = _prepare(level, candidates, out)
-    accepted, plans, deferred = _select(gm, level, edits)
+    accepted, plans, deferred = _select(gm, level, edits, one_input)
     if local and deferred:
-        accepted, plans = edits, None
+        changed_call = _call_change(level, gm)
+        if changed_call is None:
+            accepted, plans = edits, None
+        else:  # keep what collapses into the module tree; the rest would need the graph
+            out.refused += [(e.candidate, changed_call) for e in edits if e not in accepted]
+            deferred = set()
     for edit in accepted:
         if not edit.candidate.merge:
             write_term(level.get_submodule(edit.candidate.expr.layers()[0].path), edit.folded)
@@ -169,8 +189,40 @@ def _graph_rewrite(level: nn.Module, gm: fx.GraphModule, edits: list[_Edit], byp
     for node in reversed(list(graph.nodes)):
         if node in absorbed:
             _erase_with_metadata_users(graph, node)
-    graph.eliminate_dead_code()
+    graph.eliminate_dead_code(is_impure_node=lambda n: n.is_impure() or is_none_guard(n))
     return _graph_module(level, graph, {**_traced_constants(gm), **new_modules})
+
+
+def _call_change(level: nn.Module, gm: fx.GraphModule) -> str | None:
+    """Why ``gm``, the trace of ``level``, cannot take its place (None: it accepts every call ``level`` accepts).
+
+    The level's caller is not rewritten: it keeps calling with the level's own positional and keyword
+    parameters. fx keeps their names and defaults, but makes keyword-only ones positional-or-keyword (harmless)
+    and moves them before ``*args`` (not harmless).
+    """
+    try:
+        before = list(inspect.signature(level.forward).parameters.values())
+        after = list(inspect.signature(gm.forward).parameters.values())
+    except (TypeError, ValueError) as err:
+        return f"the signature of {type(level).__name__}.forward cannot be read ({one_line(err)})"
+    if len(before) == len(after) and all(map(_same_parameter, before, after)):
+        return None
+    return (f"a traced rewrite of {type(level).__name__} would change how it is called "
+            f"(forward{_signature(before)} would become forward{_signature(after)})")  # fmt: skip
+
+
+def _same_parameter(before: inspect.Parameter, after: inspect.Parameter) -> bool:
+    loosened = before.kind in LOOSENED_KINDS and after.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD
+    return before.name == after.name and (before.kind == after.kind or loosened) and _same_default(before, after)
+
+
+def _same_default(before: inspect.Parameter, after: inspect.Parameter) -> bool:
+    a, b = before.default, after.default  # fx writes a default into the generated code as its repr
+    return a is b or (type(a) is type(b) and isinstance(a, PLAIN_DEFAULT_TYPES) and a == b)
+
+
+def _signature(parameters: list[inspect.Parameter]) -> str:
+    return str(inspect.Signature([p.replace(annotation=p.empty) for p in parameters]))
 
 
 def _traced_constants(gm: fx.GraphModule) -> dict:

@@ -124,14 +124,35 @@ def trace(module: nn.Module, *, opaque: set[str], recorded: tuple[tuple, dict] |
     Arguments ``module`` received as plain values in the probe (``pre_logits=False``) are traced
     as constants, so ``if pre_logits:`` does not stop the trace.
     """
-    shadow, tracer = shadow_of(module), _LevelTracer(opaque)
+    shadow, tracer, constants = shadow_of(module), _LevelTracer(opaque), concrete_args(module, recorded)
     try:
-        graph = tracer.trace(shadow, concrete_args=concrete_args(module, recorded) or None)
+        graph = tracer.trace(shadow, concrete_args=constants or None)
     except Exception as err:  # fx raises TraceError, TypeError, AttributeError, ...
         stack = list(tracer.module_stack.values())
         message = one_line(err, limit=200, with_type=True)
         raise TraceFailed(message, stack[-1][0] if stack else None) from err
+    _restore_parameter_names(graph, constants)
     return fx.GraphModule(shadow, graph, class_name=type(module).__name__)
+
+
+def _restore_parameter_names(graph: fx.Graph, constants: dict[str, Any]) -> None:
+    """Give the placeholders of arguments traced as constants their parameters' names back.
+
+    fx calls such a placeholder ``<name>_1``: a GraphModule of the trace would take ``shared_rel_pos_bias_1``
+    where the level's caller passes ``shared_rel_pos_bias=None`` (BEiT's blocks), and shape propagation, which
+    feeds recorded keywords by placeholder name, would give it the default instead of the recorded value.
+    """
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    taken = {n.target for n in placeholders}
+    for node in placeholders:
+        name = node.target.removesuffix("_1")
+        if name in constants and name not in taken:
+            node.target = name  # the node keeps its name: the generated forward binds it to the parameter
+
+
+def is_none_guard(node: fx.Node) -> bool:
+    """fx's check that an argument traced as the constant None is still None (fx does not keep it from DCE)."""
+    return node.op == "call_function" and getattr(node.target, "__name__", None) == "_assert_is_none"
 
 
 def _faker(mode: FakeTensorMode):
