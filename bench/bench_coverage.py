@@ -9,7 +9,7 @@ not. Each family runs in its own process, as a user would run it, with a timeout
 to a state file when it finishes, so an interrupted sweep resumes where it stopped (``--fresh`` starts
 over). Prints the matrix (markdown) at the end and writes it to ``--markdown``.
 
-Usage: .venv/bin/python bench/bench_coverage.py [--families swin maxvit ...] [--markdown FILE] [--fresh]
+Usage: .venv/bin/python bench/bench_coverage.py [--families swin maxvit ...] [--rerun] [--markdown FILE] [--fresh]
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "imagenet-samples-256.tar")
     parser.add_argument("--state", type=Path, default=STATE, help=f"results so far (default {STATE})")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results and run every family again")
+    parser.add_argument("--rerun", action="store_true", help="run the chosen families again even if done")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per family")
     parser.add_argument("--markdown", type=Path, help="also write the matrix here")
     args = parser.parse_args()
@@ -111,7 +112,7 @@ def main() -> None:
     if args.fresh and args.state.exists():
         args.state.unlink()
     state = load_state(args.state)
-    todo = [(f, m) for f, m in chosen if state.get(f, {}).get("model") != m]
+    todo = [(f, m) for f, m in chosen if args.rerun or state.get(f, {}).get("model") != m]
     print(f"{len(chosen)} families, {len(chosen) - len(todo)} already done ({args.state}), {len(todo)} to run",
           flush=True)  # fmt: skip
     _sweep(todo, state=state, args=args)
