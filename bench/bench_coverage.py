@@ -148,7 +148,7 @@ def _sweep(todo: list[tuple[str, str]], *, state: dict, args) -> None:
 
 def _summary(row: dict) -> str:
     if "error" in row:
-        return f"compress refused it: {row['error']}"
+        return f"compress stopped: {row['error']}"
     return ", ".join(f"{t} {row['targets'].get(t, {}).get('status', 'absent')}" for t in TARGETS)
 
 

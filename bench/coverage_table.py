@@ -32,8 +32,8 @@ def _passed(row: dict, target: str) -> bool:
 def _cell(row: dict, target: str, notes: list[str]) -> str:
     if "error" in row:
         if target == "onnx":
-            notes.append(f"- {row['family']}: compress refused the model: {row['error']}")
-        return "refused (see below)"
+            notes.append(f"- {row['family']}: compress stopped: {row['error']}")
+        return "stopped (see below)"
     cell = row["targets"].get(target)
     if cell is None:
         return "absent"
