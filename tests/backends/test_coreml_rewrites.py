@@ -246,3 +246,25 @@ def test_unfold_becomes_static_slices_and_the_rank_6_result_is_lowered():
     assert not any("unfold" in str(n.target) for n in program.graph.nodes)
     assert max(rank_of(n) for n in program.graph.nodes) <= MAX_RANK
     assert torch.equal(program.module()(x), module(x))
+
+
+class OverlappingFold(nn.Module):
+    """VOLO's outlook attention folds overlapping windows back (coremltools takes only stride >= kernel)."""
+
+    def __init__(self, stride: int, dilation: int) -> None:
+        super().__init__()
+        self.stride, self.dilation = stride, dilation
+
+    def forward(self, x):  # [B, C, H, W]
+        size, kw = x.shape[-2:], dict(kernel_size=3, padding=1, stride=self.stride, dilation=self.dilation)
+        columns = torch.nn.functional.unfold(x, **kw) * 2 + 1
+        return torch.nn.functional.fold(columns, output_size=size, **kw)
+
+
+@pytest.mark.parametrize(("stride", "dilation"), [(1, 1), (2, 1), (1, 2)])
+def test_overlapping_fold_becomes_padded_adds(stride, dilation):
+    module, x = OverlappingFold(stride, dilation).eval(), torch.randn(2, 3, 9, 8)
+    program, log = prepare_program(module, example=x)
+    assert log.folds_as_pads == 1
+    assert not any("col2im" in str(n.target) for n in program.graph.nodes)
+    assert torch.allclose(program.module()(x), module(x), atol=1e-6, rtol=0)

@@ -123,6 +123,23 @@ def test_rank_latency_measures_each_stage_once_and_meets_the_flops_target(arch, 
     dimap(copy.deepcopy(model), context=context, mode="structured", flops=0.5, rank="latency")
 
 
+@pytest.mark.onnx
+def test_rank_latency_prunes_a_vit_too(tmp_path, monkeypatch):
+    import vitopt.pruning.latency as latency
+    import vitopt.pruning.unit_latency as unit_latency
+    from vitopt.recipe import Target
+
+    monkeypatch.setattr(latency, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(unit_latency, "PROBE_BENCH", dict(warmup=1, min_runs=3, min_time_s=0.01))
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, num_classes=10).eval()
+    context = PassContext(spec=None, targets=(Target(format="onnx"),), threads=1)
+    before = model_cost(vit, input_size=(3, 32, 32)).flops
+    pruned = dimap(copy.deepcopy(vit), context=context, mode="structured", flops=0.6, rank="latency").module
+    assert model_cost(pruned, input_size=(3, 32, 32)).flops / before <= 0.605
+    assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
 def test_rank_latency_says_what_it_needs():
     with pytest.raises(UnsupportedOptionError, match="needs a target"):
         dimap(swin(SWIN_V1), mode="structured", flops=0.5, rank="latency")

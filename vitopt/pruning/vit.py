@@ -9,7 +9,7 @@ timm's ``num_heads``/``head_dim``/``scale`` and the fused-attention scale to pat
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -225,6 +225,31 @@ def block_cost(*, emb: int, widths: BlockWidths, tokens: int) -> dict[str, int]:
     params = emb * h * (2 * qk + v) + h * (2 * qk + v) + h * v * emb + emb + emb * m + m + m * emb + emb + 4 * emb
     macs = tokens * (emb * h * (2 * qk + v) + h * v * emb + 2 * emb * m) + tokens * tokens * h * (qk + v)
     return {"params": params, "flops": 2 * macs}
+
+
+@torch.no_grad()
+def slice_block(block: nn.Module, kept: dict[str, torch.Tensor]) -> None:
+    """Heads and MLP units of one block (DIMAP's unit latency probes); q/k/v widths per head stay."""
+    w = _block_widths(block)
+    _slice_attention(block, {"qk": torch.arange(w.qk), "v": torch.arange(w.v), **kept})
+    slice_linear(block.mlp.fc1, rows=kept["mlp"])
+    slice_linear(block.mlp.fc2, cols=kept["mlp"])
+
+
+def stages(model: nn.Module) -> list[list[int]]:
+    """Every block alike (same width and tokens): one stage, one probe."""
+    return [list(range(len(model.blocks)))]
+
+
+def signature_for_units(model: nn.Module) -> dict:
+    return {**signature(model), "emb": model.embed_dim, "block": asdict(_block_widths(model.blocks[0]))}
+
+
+def probe_block(model: nn.Module, index: int) -> tuple[nn.Module, tuple[int, ...]]:
+    """A copy of block ``index`` and the token layout it reads ([B, N, C]: (N,))."""
+    import copy
+
+    return copy.deepcopy(model.blocks[index]).eval(), (tokens(model),)
 
 
 slice_model = slice_vit  # the name every family adapter uses

@@ -22,6 +22,8 @@ REWRITES = {
                         "expressed as slice + concat with static sizes"),
     "unfolds_as_slices": ("aten.unfold", "coremltools has no converter for it",
                           "the static windows as slices, stacked (exact)"),
+    "folds_as_pads": ("aten.col2im (F.fold)", "coremltools converts it only for stride >= kernel size",
+                      "each kernel offset's columns padded into place and added (exact)"),
     "ranks_lowered": (f"tensor rank > {MAX_RANK}", f"Core ML rejects tensors above rank {MAX_RANK} (on the device, "
                       "not at conversion)", f"rewritten at rank <= {MAX_RANK}: dims merged where they move or "
                       "broadcast together, a chain of transpositions where a permutation scatters them"),

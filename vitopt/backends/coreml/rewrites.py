@@ -7,7 +7,8 @@ reading such a value as exact steps at rank <= 5 (merging dims that move or broa
 chain of transpositions where a permutation scatters more than five runs). ``torch.roll`` (shifted
 windows) becomes slice + concat with static sizes instead of coremltools' gather over computed
 indices, ``aten.alias`` (which coremltools 9 has no converter for) is dropped, ``Tensor.unfold`` (sliding windows,
-no converter either) becomes static slices, and a bicubic or
+no converter either) becomes static slices, an overlapping ``F.fold`` (VOLO; coremltools takes only
+stride >= kernel) becomes padded adds (``fold``), and a bicubic or
 antialiased resize (no converter either) becomes two matmuls with constant interpolation matrices
 (``resize``).
 """
@@ -20,6 +21,7 @@ import torch
 from torch import fx, nn
 
 from vitopt.backends.coreml import rank_lowering
+from vitopt.backends.coreml.fold import fold_as_pads
 from vitopt.backends.coreml.rank_lowering import MAX_RANK, call, op_name, rank_of
 from vitopt.backends.coreml.resize import RESIZES, resize_as_matmuls
 from vitopt.convertibility import export_aten
@@ -32,6 +34,7 @@ class RewriteLog:
     aliases_dropped: int = 0
     rolls_as_slices: int = 0
     unfolds_as_slices: int = 0
+    folds_as_pads: int = 0
     ranks_lowered: int = 0  # nodes making or reading a rank > 5 value, rewritten at rank <= 5 (rank_lowering)
     resizes_as_matmuls: int = 0
     rank_ops: dict[str, int] = field(default_factory=dict)  # which ops those were
@@ -43,7 +46,8 @@ class RewriteLog:
 
     def counts(self) -> dict[str, int]:
         return {"aliases_dropped": self.aliases_dropped, "rolls_as_slices": self.rolls_as_slices,
-                "unfolds_as_slices": self.unfolds_as_slices, "ranks_lowered": self.ranks_lowered,
+                "unfolds_as_slices": self.unfolds_as_slices, "folds_as_pads": self.folds_as_pads,
+                "ranks_lowered": self.ranks_lowered,
                 "resizes_as_matmuls": self.resizes_as_matmuls}  # fmt: skip
 
 
@@ -77,6 +81,8 @@ def rewrite_graph(graph_module: fx.GraphModule) -> RewriteLog:
             log.resizes_as_matmuls += resize_as_matmuls(graph_module, node)
         elif node.target == aten.unfold.default:
             log.unfolds_as_slices += _unfold_as_slices(graph, node)
+        elif node.target == aten.col2im.default:
+            log.folds_as_pads += fold_as_pads(graph, node)
     lowering = rank_lowering.lower_high_ranks(graph_module)
     log.ranks_lowered, log.rank_ops = sum(lowering.lowered.values()), dict(lowering.lowered)
     graph.eliminate_dead_code()
