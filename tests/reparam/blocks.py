@@ -236,3 +236,40 @@ class RepVggDwWithBias(RepVggDw):
     def forward(self, x, bias=None):
         out = super().forward(x)
         return out if bias is None else out + bias
+
+
+class AmplifiesRounding(nn.Module):
+    """Conv+BN, then an op that turns the last bits of its input into the first bits of its output (the sine of a
+    large multiple), as an untrained visformer's saturated attention does: its fp32 outputs move by more than the
+    tolerance with any change of rounding order, a right fold's included."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.conv = conv_bn(c, c, 3)
+
+    def forward(self, x):
+        return torch.sin(self.conv(x) * 1e4)
+
+
+class StarReLU(nn.Module):
+    """MetaFormer's activation: ``s * relu(x) ** 2 + b`` with one-element ``s`` and ``b`` (no channel axis)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale, self.bias = nn.Parameter(torch.tensor([0.8])), nn.Parameter(torch.tensor([-0.3]))
+
+    def forward(self, x):
+        return self.scale * torch.relu(x) ** 2 + self.bias
+
+
+class StarReLUMlp(nn.Module):
+    """MetaFormer's MLP: 1x1 convs around a StarReLU, a Dropout and an Identity norm. The activation's scale and
+    bias fold into ``fc2``, which sits outside the activation module that holds them."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.fc1, self.act, self.drop, self.norm = nn.Conv2d(c, 2 * c, 1), StarReLU(), nn.Dropout(0.1), nn.Identity()
+        self.fc2 = nn.Conv2d(2 * c, c, 1)
+
+    def forward(self, x):
+        return self.fc2(self.norm(self.drop(self.act(self.fc1(x)))))

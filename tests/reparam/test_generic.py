@@ -223,3 +223,54 @@ def test_a_child_whose_parameters_a_trace_would_reorder_stays_unrewritten():
     assert result.details["folds"] == {} and type(result.module.child) is blocks.LayerScaleMlpWithExtras
     (reason,) = [e["reason"] for e in result.details["left"]]
     assert "would change how it is called" in reason and "forward(x, *extra, double=False)" in reason
+
+
+def test_scalars_under_a_pass_through_fold_into_the_layer_outside_their_module():
+    # MetaFormer's StarReLU: one-element scale and bias (no channel axis of their own) reach fc2 through a Dropout
+    # and an Identity, and sit in the activation module, not in the MLP that holds fc2
+    result = fold(nn.Sequential(blocks.StarReLUMlp()), IMAGE)
+    assert result.details["folds"] == {"scale": 2} and result.details["graph_rewrites"] == ["0"]
+    assert set(result.module.state_dict()) == {"0.fc1.weight", "0.fc1.bias", "0.fc2.weight", "0.fc2.bias"}
+
+
+def test_a_right_fold_in_a_model_that_amplifies_rounding_is_proven_in_float64():
+    model = randomize_bn(blocks.AmplifiesRounding()).eval()
+    result = reparameterize(model, images=IMAGE)
+    check = result.details["verification"]
+    assert result.details["folds"] == {"conv_bn": 1, "scale": 1} and check["passed"] and check["precision"] == "float64"
+    assert check["max_abs_diff"] > 1e-3  # fp32 rounding alone, amplified: no fp32 check could pass
+    assert check["rounding"]["float64"]["max_abs_diff"] < 1e-6
+    assert check["rounding"]["folded_fp32_error"] < 8 * check["rounding"]["model_fp32_error"]
+
+
+def test_a_wrong_fold_in_a_model_that_amplifies_rounding_still_fails(monkeypatch):
+    from vitopt.errors import VerificationError
+    from vitopt.reparam import expr
+
+    real = expr.bn_diag
+    monkeypatch.setattr(expr, "bn_diag", lambda stats, eps: real(stats, eps=eps * 100 + 0.5))
+    model = randomize_bn(blocks.AmplifiesRounding()).eval()
+    with pytest.raises(VerificationError, match="not rounding: in float64 the folded model differs too"):
+        reparameterize(model, images=IMAGE)
+
+
+def test_a_fold_that_rounds_worse_than_the_model_fails(monkeypatch):
+    from vitopt.errors import VerificationError
+    from vitopt.reparam import precision
+
+    monkeypatch.setattr(precision, "ROUNDING_SLACK", 0.0)  # any fp32 rounding error at all counts as worse
+    model = randomize_bn(blocks.AmplifiesRounding()).eval()
+    with pytest.raises(VerificationError, match="not rounding: the folded model rounds worse"):
+        reparameterize(model, images=IMAGE)
+
+
+def test_a_wrong_fold_is_not_blamed_on_the_batchnorm_it_folded_away(monkeypatch):
+    from vitopt.errors import VerificationError
+    from vitopt.reparam import expr
+
+    real = expr.bn_diag
+    monkeypatch.setattr(expr, "bn_diag", lambda stats, eps: real(stats, eps=eps * 100 + 0.5))
+    # bn_conv: the BatchNorm "0" now returns its input, as it should; the first wrong output is the ReLU's
+    model = randomize_bn(nn.Sequential(nn.BatchNorm2d(8), nn.Conv2d(8, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 3))).eval()
+    with pytest.raises(VerificationError, match="first differing module: 2;"):
+        reparameterize(model, images=IMAGE)

@@ -105,3 +105,61 @@ def test_beit_blocks_still_take_the_keyword_their_model_passes(shared):
     details = check_folded(model, real_images(64))
     assert details["folds"] == {"scale": 4}  # gamma_1 and gamma_2 of both blocks
     assert sorted(details["graph_rewrites"]) == ["blocks.0", "blocks.1"]
+
+
+def _tiny_caformer() -> torch.nn.Module:
+    """caformer_s18's classes and layout (SepConv then attention stages, StarReLU, res scales), one block a stage."""
+    from timm.models.metaformer import Attention, LayerNorm2dNoBias, LayerNormNoBias, MetaFormer, SepConv
+
+    mixers, norms = [SepConv, SepConv, Attention, Attention], [LayerNorm2dNoBias] * 2 + [LayerNormNoBias] * 2
+    model = MetaFormer(depths=(1,) * 4, dims=(16, 32, 64, 64), token_mixers=mixers, norm_layers=norms, num_classes=10)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # StarReLU's scale 1 and bias 0, the res scales' 1, would hide a wrong fold
+        for name, p in model.named_parameters():
+            if name.endswith(("act.scale", "act1.scale", "res_scale1.scale", "res_scale2.scale")):
+                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
+            elif name.endswith(("act.bias", "act1.bias")):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return model
+
+
+def test_caformer_starrelu_scales_fold_into_the_mlp():
+    details = check_folded(_tiny_caformer(), real_images(64))
+    # each MLP's StarReLU scale and bias go into fc2 (SepConv's stay: a shift before its zero-padded 7x7 cannot fold)
+    assert details["folds"] == {"scale": 8}
+    assert sorted(details["graph_rewrites"]) == [f"stages.{i}.blocks.0.mlp" for i in range(4)]
+
+
+def _saturated_visformer() -> torch.nn.Module:
+    """An untrained visformer whose attention has saturated, as the full-size one's does after its activations have
+    grown block by block (here its qkv weights are scaled up instead): fp32 rounding decides which key wins."""
+    torch.manual_seed(3)
+    model = randomize_bn(timm.create_model("visformer_tiny", depth=(1, 1, 2), embed_dim=48, img_size=64,
+                                           num_classes=10).eval())  # fmt: skip
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("attn.qkv.weight"):
+                p.mul_(3)
+    return model
+
+
+def test_visformer_whose_rounding_fp32_cannot_verify_folds_proven_in_float64():
+    result = reparameterize(_saturated_visformer(), images=real_images(64))
+    check = result.details["verification"]
+    assert check["precision"] == "float64" and check["max_abs_diff"] > 1e-3  # fp32 alone could not verify it
+    assert check["rounding"]["float64"]["max_abs_diff"] < 1e-6
+    assert set(result.details["folds"]) == {"conv_bn", "bn_conv"}
+    assert batch_norms(result.module) == ["norm"]  # before the pooling: not next to a layer
+
+
+BATCH_NORMS_LEFT = {"visformer_tiny": ["norm"], "caformer_s18": []}  # visformer's last BatchNorm feeds the pooling
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["visformer_tiny", "caformer_s18"])
+def test_full_size_models_the_coverage_matrix_failed_on(name):
+    torch.manual_seed(0)
+    model = randomize_bn(timm.create_model(name).eval())
+    result = reparameterize(model, images=real_images(224, n=8))
+    assert result.details["verification"]["passed"] and result.details["folds"]
+    assert batch_norms(result.module) == BATCH_NORMS_LEFT[name]

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from vitopt.errors import InputError, VerificationError
+from vitopt.reparam import precision
 from vitopt.reparam.engine import Engine, Record
 from vitopt.reparam.kinds import ALL_KINDS
 from vitopt.reparam.known_blocks import NativeFolder, NativeRecord
@@ -36,10 +37,12 @@ def reparameterize(module: nn.Module, *, images: torch.Tensor, strategy: str = "
     """Fold every foldable structure of ``module`` (never modified: a copy is folded).
 
     ``images`` is a batch of real preprocessed images: the outputs before and after must agree
-    within ``rtol``/``atol`` (``torch.allclose``) or :class:`VerificationError` is raised, naming
-    the first module whose output changed. ``strategy``: ``generic`` folds from the traced graph
-    only; ``native`` only calls blocks' own fold methods (as timm's ``reparameterize_model``);
-    ``auto`` uses native methods for blocks fx cannot trace, then the generic fold.
+    within ``rtol``/``atol`` (``torch.allclose``), or the difference must be proven to be rounding that
+    the model itself amplifies (:mod:`precision`: the folds checked in float64), or
+    :class:`VerificationError` is raised, naming the first module whose output changed.
+    ``strategy``: ``generic`` folds from the traced graph only; ``native`` only calls blocks' own fold
+    methods (as timm's ``reparameterize_model``); ``auto`` uses native methods for blocks fx cannot
+    trace, then the generic fold.
     """
     if strategy not in STRATEGIES:
         raise InputError(f"unknown reparam strategy {strategy!r}", hint=f"one of {', '.join(STRATEGIES)}")
@@ -49,10 +52,14 @@ def reparameterize(module: nn.Module, *, images: torch.Tensor, strategy: str = "
         return ReparamResult(work, _refused_details(work, strategy, kinds))
     reference = outputs(work, images)
     work, record, native = _fold(work, images[:2], strategy=strategy, kinds=kinds, rtol=rtol, atol=atol)
-    check = compare(reference, outputs(work, images), rtol=rtol, atol=atol, n_images=len(images))
-    if not check.passed:
-        raise _verification_error(module, work, images, check, record, native)
-    return ReparamResult(work, details(module, work, strategy, kinds, record, native, check))
+
+    def refold(model: nn.Module, sample: torch.Tensor) -> nn.Module:  # the same folds on a float64 copy
+        return _fold(model, sample, strategy=strategy, kinds=kinds, rtol=rtol, atol=atol)[0]
+
+    check, proof = _check(module, work, images, reference, refold=refold, rtol=rtol, atol=atol)
+    if proof is not None and not proof.passed:
+        raise _verification_error(module, work, images, check, record, native, proof)
+    return ReparamResult(work, details(module, work, strategy, kinds, record, native, check, proof))
 
 
 def _fold(model: nn.Module, sample: torch.Tensor, *, strategy: str, kinds: frozenset[str], rtol: float,
@@ -71,13 +78,24 @@ def _fold(model: nn.Module, sample: torch.Tensor, *, strategy: str, kinds: froze
     return engine.run(), engine.record, native
 
 
-def _verification_error(original, folded, images, check: Equivalence, record: Record, native) -> VerificationError:
-    skip = record.edited | set(native.applied)
+def _check(original: nn.Module, folded: nn.Module, images: torch.Tensor, reference: list[torch.Tensor], *, refold,
+           rtol: float, atol: float) -> tuple[Equivalence, precision.Float64Proof | None]:  # fmt: skip
+    """The fp32 check and, where it fails, the float64 proof: a right fold rounds differently, and a model that
+    amplifies rounding (an untrained visformer) turns that alone into more than the tolerance."""
+    check = compare(reference, outputs(folded, images), rtol=rtol, atol=atol, n_images=len(images))
+    if check.passed:
+        return check, None
+    return check, precision.prove(original, folded, images, fold=refold, rtol=rtol, atol=atol)
+
+
+def _verification_error(original, folded, images, check: Equivalence, record: Record, native,
+                        proof: precision.Float64Proof) -> VerificationError:  # fmt: skip
+    skip = record.edited | record.bypassed | set(native.applied)
     where = first_divergence(original, folded, images[:2], rtol=check.rtol, atol=check.atol, skip=skip)
     at = f"; first differing module: {where}" if where else ""
     return VerificationError(
         f"reparam changed the model's outputs: max abs diff {check.max_abs_diff:.3g} on {check.n_images} images "
-        f"(rtol {check.rtol:g}, atol {check.atol:g}){at}",
+        f"(rtol {check.rtol:g}, atol {check.atol:g}){at}; not rounding: {proof.why_not}",
         hint="report this model; run the pass with include_kinds narrowed to find the fold at fault",
     )
 
@@ -119,7 +137,7 @@ def _why(path: str, record: Record, strategy: str) -> str:
 
 
 def details(original: nn.Module, folded: nn.Module, strategy: str, kinds: frozenset[str], record: Record,
-            native: NativeRecord, check: Equivalence) -> dict:  # fmt: skip
+            native: NativeRecord, check: Equivalence, proof: precision.Float64Proof | None = None) -> dict:  # fmt: skip
     """The pass's entry in the report: folds per kind, what is left and why, and the equivalence check."""
     before, after = count_batch_norms(original), count_batch_norms(folded)
     left = _left(folded, record, native, strategy)
@@ -136,5 +154,13 @@ def details(original: nn.Module, folded: nn.Module, strategy: str, kinds: frozen
         "graph_rewrites": record.graph_rewrites,
         "unshaped": record.unshaped,
         "analysis_errors": record.errors,
-        "verification": check.to_dict(),
+        "verification": _verification(check, proof),
     }
+
+
+def _verification(check: Equivalence, proof: precision.Float64Proof | None) -> dict:
+    """The fp32 check; for a model that amplifies its own rounding beyond the tolerance, the float64 proof that
+    passed in its place (``passed`` then says the folds are right, ``max_abs_diff`` what fp32 rounding made of them)."""
+    if proof is None:
+        return {**check.to_dict(), "precision": "fp32"}
+    return {**check.to_dict(), "passed": True, "precision": "float64", "rounding": proof.to_dict()}

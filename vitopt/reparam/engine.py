@@ -20,6 +20,7 @@ from torch import nn
 from vitopt.errors import one_line
 from vitopt.reparam import candidates, collapse, rewrite
 from vitopt.reparam.analysis import Builder, LevelContext
+from vitopt.reparam.expr import Expr
 from vitopt.reparam.kinds import identities
 from vitopt.reparam.trace import (
     TraceFailed,
@@ -45,6 +46,7 @@ class Record:
     merges: list[dict] = field(default_factory=list)
     folded_batch_norms: set[str] = field(default_factory=set)
     edited: set[str] = field(default_factory=set)  # convs/linears whose weights changed in place
+    bypassed: set[str] = field(default_factory=set)  # modules whose output a fold changed (a BatchNorm before a conv)
     left: dict[str, str] = field(default_factory=dict)  # BatchNorm path -> why it stays
     refusals: dict[tuple[str, str], str] = field(default_factory=dict)  # (module, reason) -> kind
     untraceable: dict[str, str] = field(default_factory=dict)
@@ -207,11 +209,18 @@ class Engine:
                 self.record.merges.append(_merge_summary(path, fold))
             else:
                 self.record.edited.add(join(path, fold.expr.layers()[0].path))
+                self.record.bypassed.update(join(path, innermost_module(n)) for n in _inside(fold.expr))
         for fold, reason in applied.refused:
             where = join(path, innermost_module(fold.expr.node)) or "(model)"
             self.record.refusals[(where, reason)] = "branches" if fold.merge else "batchnorm"
         if applied.graph_rewrite:
             self.record.graph_rewrites.append(path or "(model)")
+
+
+def _inside(expr: Expr) -> list:
+    """The nodes a sequential fold absorbs before its last one: what they computed is gone (a BatchNorm before a
+    conv now returns its input), so the modules that emitted them no longer compute what they did."""
+    return [n for n in expr.absorbed() if n is not expr.node]
 
 
 def _merge_summary(path: str, fold: candidates.Candidate) -> dict:

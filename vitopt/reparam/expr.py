@@ -127,7 +127,8 @@ def materialize(expr: Expr, axis: int | None = None) -> Folded:
     if isinstance(expr, Ident):
         return Diag.identity(channels(expr.node, axis))
     if isinstance(expr, Reshape):
-        return materialize(expr.inner, expr.inner.axis)
+        # a pass-through moves nothing: scalars under it (StarReLU's scale and bias) take the caller's axis
+        return materialize(expr.inner, axis if expr.pass_through else expr.inner.axis)
     if isinstance(expr, Layer):
         return _layer(expr)
     if isinstance(expr, Scale):

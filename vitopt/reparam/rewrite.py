@@ -123,6 +123,14 @@ def _units(edits: list[_Edit]) -> dict[str | None, _Unit]:
     return units
 
 
+def _home(edit: _Edit) -> str:
+    """The innermost module that holds every node of a fold, its layers too: a local rewrite of it sees the
+    whole fold. (MetaFormer's StarReLU scale folds into the conv after the activation module: a rewrite of
+    the activation alone, where that scale sits, would see no layer and drop the fold.)"""
+    nodes = edit.candidate.expr.absorbed()
+    return collapse.unit_path(collapse.unit_key(nodes), nodes)
+
+
 def _select(gm: fx.GraphModule, level: nn.Module, edits: list[_Edit], one_input: Callable[[str], bool]):
     """The edits whose modules all collapse, their replacements, and the modules that did not.
 
@@ -137,7 +145,7 @@ def _select(gm: fx.GraphModule, level: nn.Module, edits: list[_Edit], one_input:
             plan = None if unit.shared_merge else collapser.plan(key, unit.nodes, unit.merge)
             if plan is None or not one_input(plan.path):
                 failed.update(unit.edits)
-                deferred.add(collapse.unit_path(key, unit.nodes))
+                deferred.update(_home(e) for e in unit.edits)
             else:
                 plans.append(plan)
         if not failed:

@@ -24,12 +24,13 @@ class Equivalence:
         return {k: (round(v, 9) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
-def outputs(module: nn.Module, images: torch.Tensor, *, chunk: int = 8) -> list[torch.Tensor]:
-    """Every output tensor of ``module`` on ``images`` (logits, or each leaf of a tuple/dict output)."""
+def outputs(module: nn.Module, images: torch.Tensor, *, chunk: int = 8,
+            dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:  # fmt: skip
+    """Every output tensor of ``module`` on ``images`` (logits, or each leaf of a tuple/dict output), as ``dtype``."""
     parts = []
     with torch.no_grad():
         for i in range(0, len(images), chunk):
-            parts.append([t.detach().float() for t in tree_leaves(module(images[i : i + chunk]))])
+            parts.append([t.detach().to(dtype) for t in tree_leaves(module(images[i : i + chunk]))])
     return [torch.cat(column) for column in zip(*parts, strict=True)]
 
 
