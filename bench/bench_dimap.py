@@ -123,6 +123,25 @@ def rules(loader, base, work: Path, only: list[str] | None) -> None:
         speedups = ", ".join(f"{a['target']} {a['speedup']:.2f}x" for a in report["artifacts"])
         params = report["compressed_model"]["params"]
         print(f"{name:28s} reference top-1 {top1:.4f}  swin_tiny {speedups}  params {params}")
+        if rule["rank"] == "latency":
+            print_unit_prices(tiny.module)
+
+
+def print_unit_prices(module) -> None:
+    """What rank: latency priced (ms per unit, per stage; cached by the run above) against FLOPs per unit."""
+    from vitopt.pruning.dimap_structured import Budget
+    from vitopt.pruning.families import family_for
+    from vitopt.pruning.unit_latency import unit_costs_ms
+    from vitopt.recipe import Target
+
+    family = family_for(module)
+    ms = unit_costs_ms(module, family=family, target=Target(format="onnx"), threads=default_threads())
+    budget = Budget(module, family, kind="flops", target=0.5)
+    for stage, blocks in enumerate(family.stages(module), start=1):
+        i = blocks[0]
+        flops = budget.unit_cost("heads", i) / budget.unit_cost("mlp", i)
+        print(f"  stage {stage}: {ms['heads', i]:.4f} ms per head, {ms['mlp', i]:.5f} ms per MLP unit: a head costs "
+              f"{ms['heads', i] / ms['mlp', i]:.0f} MLP units measured, {flops:.0f} by FLOPs")
 
 
 def speed(work: Path) -> None:

@@ -66,8 +66,8 @@ def _measure(model, *, family, target, threads, progress) -> dict[str, list[floa
     with progress(f"unit latency on {target.format} ({len(stages)} stages)", len(stages)) if progress \
             else nullcontext() as tick:  # fmt: skip
         for blocks in stages:
-            saved = _stage_savings(model, family, blocks[0], target=target, threads=threads)
             w = widths.blocks[blocks[0]]
+            saved = _stage_savings(model, family, blocks[0], w, target=target, threads=threads)
             floor = NOISE_FLOOR * saved["full"] / (w.heads + w.mlp)
             costs["heads"].append(max(saved["heads"] / (w.heads - w.heads // 2), floor))
             costs["mlp"].append(max(saved["mlp"] / (w.mlp - w.mlp // 2), floor))
@@ -76,9 +76,8 @@ def _measure(model, *, family, target, threads, progress) -> dict[str, list[floa
     return costs
 
 
-def _stage_savings(model, family, index: int, *, target, threads: int) -> dict[str, float]:
-    """p50 of the full block, and what halving its heads and its MLP units saves (ms)."""
-    w = family.read_widths(model).blocks[index]
+def _stage_savings(model, family, index: int, w, *, target, threads: int) -> dict[str, float]:
+    """p50 of block ``index`` (widths ``w``), and what halving its heads and its MLP units saves (ms)."""
     halves = {"full": {}, "heads": {"heads": torch.arange(w.heads // 2)}, "mlp": {"mlp": torch.arange(w.mlp // 2)}}
     fmt = FORMATS.get(target.format)
     with tempfile.TemporaryDirectory(prefix="vitopt-units-") as tmp:

@@ -33,7 +33,6 @@ class Lowering:
     graph_module: fx.GraphModule
     flat: dict[fx.Node, fx.Node] = field(default_factory=dict)  # rank > 5 node -> its 1-D stand-in
     lowered: Counter = field(default_factory=Counter)  # op name -> nodes rewritten
-    refused: Counter = field(default_factory=Counter)  # op name -> rank > 5 nodes left as they were
     constants: list[str] = field(default_factory=list)  # rank > 5 attributes stored again flattened
 
     @property
@@ -73,8 +72,7 @@ def lower_high_ranks(graph_module: fx.GraphModule) -> Lowering:
         rule, name = lowering_for(node.target), op_name(node.target)
         with low.graph.inserting_before(node):
             new = rule(low, node) if rule is not None and _static(node) else None
-        if new is None:
-            low.refused[name] += high_out
+        if new is None:  # stays as traced; rewrite_graph lists what is still above rank 5 after DCE
             continue
         low.lowered[name] += 1
         if high_out:

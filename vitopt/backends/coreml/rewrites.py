@@ -6,11 +6,10 @@ blocks others, and some models broadcast at rank 6. ``rank_lowering`` rewrites e
 reading such a value as exact steps at rank <= 5 (merging dims that move or broadcast together, and a
 chain of transpositions where a permutation scatters more than five runs). ``torch.roll`` (shifted
 windows) becomes slice + concat with static sizes instead of coremltools' gather over computed
-indices, ``aten.alias`` (which coremltools 9 has no converter for) is dropped, ``Tensor.unfold`` (sliding windows,
-no converter either) becomes static slices, an overlapping ``F.fold`` (VOLO; coremltools takes only
-stride >= kernel) becomes padded adds (``fold``), and a bicubic or
-antialiased resize (no converter either) becomes two matmuls with constant interpolation matrices
-(``resize``).
+indices, ``aten.alias`` (which coremltools 9 has no converter for) is dropped, ``Tensor.unfold``
+(sliding windows, no converter either) becomes static slices, an overlapping ``F.fold`` (VOLO;
+coremltools takes only stride >= kernel) becomes padded adds (``fold``), and a bicubic or antialiased
+resize (no converter either) becomes two matmuls with constant interpolation matrices (``resize``).
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from torch import fx, nn
 
 from vitopt.backends.coreml import rank_lowering
 from vitopt.backends.coreml.fold import fold_as_pads
-from vitopt.backends.coreml.rank_lowering import MAX_RANK, call, op_name, rank_of
+from vitopt.backends.coreml.rank_lowering import MAX_RANK, call, op_name, rank_of, shape_of
 from vitopt.backends.coreml.resize import RESIZES, resize_as_matmuls
 from vitopt.convertibility import export_aten
 
@@ -97,7 +96,7 @@ def _unfold_as_slices(graph: fx.Graph, node: fx.Node) -> bool:
     x[.., i*step : i*step+size, ..] stacked at d, the window dim moved last. Runs before the rank lowering,
     which then takes any rank > 5 result (HaloNet unfolds a rank-5 tensor)."""
     source, dim, size, step = node.args
-    shape = _shape(source)
+    shape = shape_of(source)
     if shape is None:
         return False
     dim %= len(shape)
@@ -116,9 +115,10 @@ def _roll_as_slices(graph: fx.Graph, node: fx.Node) -> bool:
     """roll(x, s, d) == cat([x[n-s:], x[:n-s]], d), one pair of static slices per rolled dim."""
     source, shifts = node.args[0], list(node.args[1])
     dims = list(node.args[2] if len(node.args) > 2 else node.kwargs.get("dims", []))
-    if not dims or _shape(source) is None or len(_shape(source)) > MAX_RANK:  # rank_lowering takes rank > 5
+    shape = shape_of(source)
+    if not dims or shape is None or len(shape) > MAX_RANK:  # rank_lowering takes rank > 5
         return False  # a flattened roll keeps coremltools' own converter
-    out, shape = source, _shape(source)
+    out = source
     with graph.inserting_before(node):
         for shift, dim in zip(shifts, dims, strict=True):
             size = shape[dim]
@@ -130,10 +130,3 @@ def _roll_as_slices(graph: fx.Graph, node: fx.Node) -> bool:
     node.replace_all_uses_with(out)
     graph.erase_node(node)
     return True
-
-
-def _shape(node) -> list[int] | None:
-    value = node.meta.get("val") if isinstance(node, fx.Node) else None
-    if not isinstance(value, torch.Tensor) or not all(isinstance(s, int) for s in value.shape):
-        return None
-    return list(value.shape)
